@@ -1,0 +1,166 @@
+//! The command line: raw flags, documented once, turned into validated settings.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bench::BenchArgs;
+use crate::config::{default_io_threads, Config};
+
+/// firehose: a lock-free event fan-out engine. Publishers push events (in-process,
+/// POST /publish, WebSocket publish messages); firehose delivers them to many WebSocket
+/// subscribers, with bounded per-client queues so a slow client never slows anyone else.
+#[derive(Debug, Parser)]
+#[command(name = "firehose", version, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: WebSocket subscriptions on /ws/events, POST /publish and GET /health,
+    /// all on one port.
+    Serve(ServeArgs),
+    /// Measure a running fan-out server end to end: N WebSocket subscribers, publishers
+    /// sending as fast as the server takes them (or at a set rate), delivered msg/s and
+    /// latency percentiles.
+    Bench(BenchArgs),
+}
+
+/// `firehose serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free port and prints it).
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// I/O threads, each with its own event loop and listening socket [default: usable cores].
+    #[arg(long)]
+    pub io_threads: Option<usize>,
+    /// Do not pin I/O threads to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Events a subscriber may have waiting; when full, newer events are dropped for that
+    /// subscriber only, counted, and reported to it in a `dropped` notice.
+    #[arg(long, default_value_t = 2_000)]
+    pub queue_capacity: usize,
+    /// Events the log retains (rounded up to a power of two).
+    #[arg(long, default_value_t = 65_536)]
+    pub retention_events: usize,
+    /// Open connections (HTTP and WebSocket) before new ones get 503.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Largest inbound WebSocket message in bytes; larger ones close the connection (1009).
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Largest HTTP request head in bytes; larger ones get 431.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest HTTP request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest encoded event in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_event_bytes: usize,
+    /// Most events in one POST /publish array.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_batch_events: usize,
+    /// Seconds a connection has to send a complete request (and a kept-alive one, its next).
+    #[arg(long, default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+    /// Seconds of inbound silence before the server pings a WebSocket client.
+    #[arg(long, default_value_t = 20.0)]
+    pub ping_interval: f64,
+    /// Seconds of inbound silence before the server closes a WebSocket (1001).
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// Seconds to wait for the client's close frame after the server closes.
+    #[arg(long, default_value_t = 5.0)]
+    pub close_timeout: f64,
+    /// Write the bound address to this file once listening (for scripts using --port 0).
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// A duration flag that is not a finite, non-negative number of seconds.
+#[derive(Debug, thiserror::Error)]
+#[error("--{0} must be a number of seconds between 0 and 1e9, not {1}")]
+pub struct DurationError(pub &'static str, pub f64);
+
+fn seconds(name: &'static str, s: f64) -> Result<Duration, DurationError> {
+    if s.is_finite() && (0.0..=1e9).contains(&s) {
+        Ok(Duration::from_secs_f64(s))
+    } else {
+        Err(DurationError(name, s))
+    }
+}
+
+impl ServeArgs {
+    /// The engine configuration these flags ask for (checked later by `Config::validate`).
+    pub fn config(&self) -> Result<Config, DurationError> {
+        Ok(Config {
+            host: self.host,
+            port: self.port,
+            io_threads: self.io_threads.unwrap_or_else(default_io_threads),
+            pin_threads: !self.no_pin,
+            queue_capacity: self.queue_capacity,
+            retention_events: self.retention_events,
+            max_connections: self.max_connections,
+            max_message_bytes: self.max_message_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_body_bytes: self.max_body_bytes,
+            max_event_bytes: self.max_event_bytes,
+            max_batch_events: self.max_batch_events,
+            handshake_timeout: seconds("handshake-timeout", self.handshake_timeout)?,
+            ping_interval: seconds("ping-interval", self.ping_interval)?,
+            idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
+            close_timeout: seconds("close-timeout", self.close_timeout)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_defaults_match_the_library() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["firehose", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let cfg = args.config().unwrap();
+        let def = Config::default();
+        assert_eq!(cfg.port, def.port);
+        assert_eq!(cfg.queue_capacity, def.queue_capacity);
+        assert_eq!(cfg.retention_events, def.retention_events);
+        assert_eq!(cfg.max_message_bytes, def.max_message_bytes);
+        assert_eq!(cfg.handshake_timeout, def.handshake_timeout);
+        assert_eq!(cfg.idle_timeout, def.idle_timeout);
+        assert_eq!(cfg.ping_interval, def.ping_interval);
+        assert_eq!(cfg.close_timeout, def.close_timeout);
+        assert_eq!(cfg.max_connections, def.max_connections);
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let cli = Cli::try_parse_from(["firehose", "serve", "--idle-timeout", "NaN"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        assert!(args
+            .config()
+            .unwrap_err()
+            .to_string()
+            .contains("--idle-timeout"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Engine configuration: every limit in one place, with its default and its check.
+//!
+//! Memory is a function of these numbers, not of load: the log holds `retention_events`
+//! events, each connection at most `queue_capacity` frames plus a bounded control lane,
+//! and at most `max_connections` connections exist.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Engine settings. `Config::default()` is what `firehose serve` runs with no flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Port (0 = any free port; see [`crate::Bridge::local_addr`]).
+    pub port: u16,
+    /// I/O threads; each runs its own event loop on its own listening socket.
+    pub io_threads: usize,
+    /// Pin each I/O thread to a core.
+    pub pin_threads: bool,
+    /// Events each connection may have waiting before newer ones are dropped for it.
+    pub queue_capacity: usize,
+    /// Events the log retains (rounded up to a power of two).
+    pub retention_events: usize,
+    /// Open connections (HTTP and WebSocket) before new ones are refused with 503.
+    pub max_connections: usize,
+    /// Largest inbound WebSocket message (after reassembling fragments).
+    pub max_message_bytes: usize,
+    /// Largest HTTP request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+    /// Largest encoded event.
+    pub max_event_bytes: usize,
+    /// Most events in one `POST /publish` array.
+    pub max_batch_events: usize,
+    /// Time a new connection has to send a complete request (and a kept-alive one, the next).
+    pub handshake_timeout: Duration,
+    /// Inbound silence after which the server sends a ping.
+    pub ping_interval: Duration,
+    /// Inbound silence after which the server closes the WebSocket (1001).
+    pub idle_timeout: Duration,
+    /// Time to wait for the client's close frame (and for output to drain) after closing.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8765,
+            io_threads: default_io_threads(),
+            pin_threads: true,
+            queue_capacity: 2_000,
+            retention_events: 65_536,
+            max_connections: 100_000,
+            max_message_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_event_bytes: 64 * 1024,
+            max_batch_events: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The number of cores this process may run on.
+pub fn default_io_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// The socket address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("io-threads", self.io_threads),
+            ("queue-capacity", self.queue_capacity),
+            ("retention-events", self.retention_events),
+            ("max-connections", self.max_connections),
+            ("max-message-bytes", self.max_message_bytes),
+            ("max-header-bytes", self.max_header_bytes),
+            ("max-body-bytes", self.max_body_bytes),
+            ("max-event-bytes", self.max_event_bytes),
+            ("max-batch-events", self.max_batch_events),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.io_threads > 1024 {
+            return Err(ConfigError::TooLarge("io-threads", self.io_threads, 1024));
+        }
+        if self.retention_events > 1 << 24 {
+            return Err(ConfigError::TooLarge(
+                "retention-events",
+                self.retention_events,
+                1 << 24,
+            ));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::TooSmall(
+                "max-header-bytes",
+                self.max_header_bytes,
+                1024,
+            ));
+        }
+        for (name, d) in [
+            ("handshake-timeout", self.handshake_timeout),
+            ("ping-interval", self.ping_interval),
+            ("idle-timeout", self.idle_timeout),
+            ("close-timeout", self.close_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return Err(ConfigError::IdleBeforePing);
+        }
+        Ok(())
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Must be at least 1.
+    #[error("--{0} must be greater than 0")]
+    Zero(&'static str),
+    /// Over the supported maximum.
+    #[error("--{0} is {1}; the most supported is {2}")]
+    TooLarge(&'static str, usize, usize),
+    /// Under the supported minimum.
+    #[error("--{0} is {1}; the least supported is {2}")]
+    TooSmall(&'static str, usize, usize),
+    /// The idle timeout would fire before a ping could keep the connection alive.
+    #[error("--idle-timeout must be longer than --ping-interval, or live clients are closed before they are pinged")]
+    IdleBeforePing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let c = Config {
+            queue_capacity: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--queue-capacity must be greater than 0"
+        );
+        let c = Config {
+            idle_timeout: Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::IdleBeforePing));
+    }
+}

@@ -1,0 +1,90 @@
+//! `Engine`: the state every thread shares — configuration, the bus, the counters — and the
+//! answers built from it (`/health`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::metrics::{Counters, Snapshot};
+
+/// Shared engine state. One per [`crate::Bridge`]; I/O threads hold it in an `Arc`.
+pub struct Engine {
+    /// The validated configuration.
+    pub config: Config,
+    /// The publish path.
+    pub bus: Bus,
+    /// Counters, one set per I/O thread.
+    pub counters: Counters,
+    started: Instant,
+    open_connections: AtomicUsize,
+    next_connection_id: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Engine {
+    /// Engine state for `config`, publishing through `bus`.
+    pub fn new(config: Config, bus: Bus) -> Self {
+        let counters = Counters::new(config.io_threads);
+        Self {
+            config,
+            bus,
+            counters,
+            started: Instant::now(),
+            open_connections: AtomicUsize::new(0),
+            next_connection_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Claims a connection slot; `false` when `max_connections` are open.
+    pub fn try_open_connection(&self) -> bool {
+        let prev = self.open_connections.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.config.max_connections {
+            self.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Releases a slot claimed by [`try_open_connection`](Self::try_open_connection).
+    pub fn close_connection(&self) {
+        self.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A process-unique connection id, for notices and (later) the admin page.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Asks the I/O threads to close every connection and stop.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The counters, summed.
+    pub fn snapshot(&self) -> Snapshot {
+        self.counters.snapshot(self.bus.last_id())
+    }
+
+    /// The `/health` body.
+    pub fn health(&self) -> Value {
+        let s = self.snapshot();
+        json!({
+            "status": if self.is_shutting_down() { "shutting_down" } else { "ok" },
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "connections": s.connections,
+            "ws_connected_clients": s.ws_connected_clients,
+            "last_event_id": self.bus.last_id(),
+            "io_threads": self.config.io_threads,
+            "events": {"published": s.published, "delivered": s.delivered, "dropped": s.dropped},
+        })
+    }
+}

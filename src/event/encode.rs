@@ -1,0 +1,248 @@
+//! Encode once: an event becomes one buffer holding the ready-to-send WebSocket text frame,
+//! whose payload is the event's JSON. Every subscriber gets a clone of the same [`Bytes`].
+//!
+//! Encoding happens in two steps so the expensive part runs before the log claims an id:
+//! [`Staged::new`] validates and writes everything after `{"id":N,` into a buffer with room
+//! reserved in front; [`Staged::seal`] (run inside the log's append, with the id known)
+//! writes the id prefix and the frame header into that room. No copy, one allocation.
+
+use std::io::Write as _;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::{Event, EventError, Priority, TraceId};
+use crate::log::Sequenced;
+use crate::ws::frame::{self, OpCode};
+
+/// `{"id":` + up to 20 digits + `,`.
+const MAX_ID_PREFIX: usize = 6 + 20 + 1;
+/// Room kept in front of the body for the id prefix and the largest frame header.
+const HEADROOM: usize = frame::MAX_HEADER_LEN + MAX_ID_PREFIX;
+const TYPE_KEY: &[u8] = b"\"event_type\":\"";
+
+/// An event validated and encoded except for its id.
+pub struct Staged {
+    buf: Vec<u8>,
+    priority: Priority,
+    published_at: Instant,
+    /// Offset of the event type's first byte in `buf`.
+    type_at: usize,
+    type_len: usize,
+}
+
+impl Staged {
+    /// Validates `event` and encodes its body. `max_bytes` bounds the whole JSON object.
+    pub fn new(event: &Event, max_bytes: usize) -> Result<Self, EventError> {
+        event.validate()?;
+        let payload = event.payload.get();
+        let mut buf = Vec::with_capacity(HEADROOM + 160 + event.source.len() + payload.len());
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(TYPE_KEY);
+        let type_at = buf.len();
+        buf.extend_from_slice(event.event_type.as_bytes());
+        buf.extend_from_slice(b"\",\"source\":");
+        serde_json::to_writer(&mut buf, &event.source)
+            .map_err(|e| EventError::Shape(e.to_string()))?;
+        buf.extend_from_slice(b",\"timestamp\":\"");
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            buf,
+            "{}",
+            humantime::format_rfc3339_micros(SystemTime::now())
+        );
+        buf.extend_from_slice(b"\",\"trace_id\":\"");
+        event
+            .trace_id
+            .unwrap_or_else(TraceId::random)
+            .write_hex(&mut buf);
+        buf.extend_from_slice(b"\",\"priority\":\"");
+        buf.extend_from_slice(event.priority.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"payload\":");
+        buf.extend_from_slice(payload.as_bytes());
+        buf.push(b'}');
+        let size = buf.len() - HEADROOM + MAX_ID_PREFIX;
+        if size > max_bytes {
+            return Err(EventError::TooLarge {
+                size,
+                limit: max_bytes,
+            });
+        }
+        Ok(Self {
+            buf,
+            priority: event.priority,
+            published_at: Instant::now(),
+            type_at,
+            type_len: event.event_type.len(),
+        })
+    }
+
+    /// Writes the id and the frame header in front of the body.
+    pub fn seal(self, id: u64) -> Encoded {
+        let mut buf = self.buf;
+        let mut digits = [0u8; 20];
+        let n = write_decimal(id, &mut digits);
+        let prefix_len = 6 + n + 1;
+        let json_at = HEADROOM - prefix_len;
+        buf[json_at..json_at + 6].copy_from_slice(b"{\"id\":");
+        buf[json_at + 6..json_at + 6 + n].copy_from_slice(&digits[20 - n..]);
+        buf[HEADROOM - 1] = b',';
+        let json_len = buf.len() - json_at;
+        let mut header = [0u8; frame::MAX_HEADER_LEN];
+        let header_len = frame::write_header(&mut header, OpCode::Text, json_len);
+        let frame_at = json_at - header_len;
+        buf[frame_at..json_at].copy_from_slice(&header[..header_len]);
+        let frame = Bytes::from(buf).slice(frame_at..);
+        Encoded {
+            id,
+            priority: self.priority,
+            published_at: self.published_at,
+            frame,
+            json_at: header_len as u8,
+            type_at: (self.type_at - frame_at) as u32,
+            type_len: self.type_len as u16,
+        }
+    }
+}
+
+/// Writes `v` right-aligned into `out`; returns the number of digits.
+fn write_decimal(mut v: u64, out: &mut [u8; 20]) -> usize {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return out.len() - i;
+        }
+    }
+}
+
+/// A published event: id, routing facts, and its one shared encoding.
+pub struct Encoded {
+    id: u64,
+    priority: Priority,
+    published_at: Instant,
+    frame: Bytes,
+    json_at: u8,
+    type_at: u32,
+    type_len: u16,
+}
+
+impl Encoded {
+    /// The log sequence number, which is the event's `id`.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Delivery priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// When it was handed to the engine (for delivery latency).
+    pub fn published_at(&self) -> Instant {
+        self.published_at
+    }
+
+    /// The event type, for routing.
+    pub fn event_type(&self) -> &str {
+        let at = self.type_at as usize;
+        // Always ASCII: validate_type admits nothing else.
+        std::str::from_utf8(&self.frame[at..at + self.type_len as usize]).unwrap_or_default()
+    }
+
+    /// The complete WebSocket text frame (header + JSON), shared by every subscriber.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The event's JSON object (shares the frame's memory).
+    pub fn json(&self) -> Bytes {
+        self.frame.slice(self.json_at as usize..)
+    }
+}
+
+impl Sequenced for Encoded {
+    fn seq(&self) -> u64 {
+        self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(event: &Event) -> Staged {
+        Staged::new(event, 64 * 1024).unwrap()
+    }
+
+    #[test]
+    fn frame_is_header_plus_json_with_all_fields() {
+        let ev = Event::new("workflow.step.completed", "tester \"q\"")
+            .with_payload(&serde_json::json!({"seq": 7}))
+            .unwrap()
+            .with_priority(Priority::Critical)
+            .with_trace_id(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
+        for id in [1, 9, 10, 1234, u64::MAX] {
+            let enc = staged(&ev).seal(id);
+            let frame = enc.frame();
+            assert_eq!(frame[0], 0x81, "FIN + text");
+            let (len, hl) = match frame[1] {
+                126 => (u16::from_be_bytes([frame[2], frame[3]]) as usize, 4),
+                n => (n as usize, 2),
+            };
+            assert_eq!(frame.len(), hl + len);
+            let v: serde_json::Value = serde_json::from_slice(&enc.json()).unwrap();
+            assert_eq!(v["id"], id);
+            assert_eq!(v["event_type"], "workflow.step.completed");
+            assert_eq!(v["source"], "tester \"q\"");
+            assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(v["priority"], "critical");
+            assert_eq!(v["payload"]["seq"], 7);
+            let ts = v["timestamp"].as_str().unwrap();
+            assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+            assert!(ts.ends_with('Z'));
+            assert_eq!(enc.event_type(), "workflow.step.completed");
+        }
+    }
+
+    #[test]
+    fn large_payload_uses_the_16_bit_length() {
+        let big = "x".repeat(1000);
+        let enc = staged(&Event::new("a", "b").with_payload(&big).unwrap()).seal(3);
+        assert_eq!(enc.frame()[1], 126);
+        let v: serde_json::Value = serde_json::from_slice(&enc.json()).unwrap();
+        assert_eq!(v["payload"].as_str().unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn size_limit_counts_the_whole_object() {
+        let ev = Event::new("a", "b").with_payload(&"x".repeat(200)).unwrap();
+        assert!(matches!(
+            Staged::new(&ev, 100),
+            Err(EventError::TooLarge { limit: 100, .. })
+        ));
+        assert!(Staged::new(&ev, 400).is_ok());
+    }
+
+    #[test]
+    fn invalid_events_are_refused() {
+        assert_eq!(
+            Staged::new(&Event::new("", "s"), 1000).err(),
+            Some(EventError::EmptyType)
+        );
+        assert!(matches!(
+            Staged::new(&Event::new("a b", "s"), 1000),
+            Err(EventError::TypeChar(..))
+        ));
+        assert!(matches!(
+            Staged::new(&Event::new("a.*", "s"), 1000),
+            Err(EventError::TypeChar(..))
+        ));
+        assert_eq!(
+            Staged::new(&Event::new("a", ""), 1000).err(),
+            Some(EventError::EmptySource)
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! HTTP/1.1 without sockets: request heads ([`request`]), query strings ([`query`]),
+//! responses ([`response`]), routing ([`routes`]) and the per-connection state machine
+//! ([`session`]) that the I/O layer feeds with bytes and time.
+
+pub mod query;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod session;

@@ -1,0 +1,64 @@
+//! Query strings: `a=1&b=x%2Cy` into decoded pairs.
+
+use std::borrow::Cow;
+
+/// A query string that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("query parameter {0:?} is not valid percent-encoded UTF-8")]
+pub struct QueryError(pub String);
+
+/// Splits `query` into decoded `(name, value)` pairs (`+` is a space, as in forms).
+pub fn pairs(
+    query: &str,
+) -> impl Iterator<Item = Result<(Cow<'_, str>, Cow<'_, str>), QueryError>> {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        Ok((decode(k)?, decode(v)?))
+    })
+}
+
+/// Percent-decodes one component.
+pub fn decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(s));
+    }
+    let bad = || QueryError(s.chars().take(64).collect());
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_pairs() {
+        let v: Vec<_> = pairs("types=a.*%2Cb&x&y=1+2").map(Result::unwrap).collect();
+        assert_eq!(v[0], ("types".into(), "a.*,b".into()));
+        assert_eq!(v[1], ("x".into(), "".into()));
+        assert_eq!(v[2], ("y".into(), "1 2".into()));
+    }
+
+    #[test]
+    fn refuses_bad_escapes() {
+        for bad in ["%", "%4", "%zz", "%ff", "%e9%"] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decode("%C3%A9").unwrap(), "é");
+    }
+}

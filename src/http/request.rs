@@ -1,0 +1,252 @@
+//! HTTP/1.1 request heads, parsed with httparse into the few facts the server acts on.
+//!
+//! [`parse_head`] follows the parser contract: `Ok(None)` = incomplete (nothing consumed),
+//! `Ok(Some((req, n)))` = the head was the first `n` bytes (the body, if any, follows),
+//! `Err` = answer with [`HttpError::status`] and close. Sizes are checked before anything is
+//! kept, so a peer controls no allocation beyond the configured limits.
+
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 64;
+
+/// Limits on what a client may send.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Request line plus headers.
+    pub max_header_bytes: usize,
+    /// Body.
+    pub max_body_bytes: usize,
+}
+
+/// The facts of one request head.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string, without `?` (empty if none).
+    pub query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// `Content-Length`, if sent.
+    pub content_length: Option<usize>,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
+    /// `Upgrade: websocket` was sent.
+    pub upgrade_websocket: bool,
+    /// `Connection` lists `upgrade`.
+    pub connection_upgrade: bool,
+    /// `Sec-WebSocket-Key`.
+    pub ws_key: Option<String>,
+    /// `Sec-WebSocket-Version`.
+    pub ws_version: Option<String>,
+}
+
+impl Request {
+    /// Bytes of body that follow the head.
+    pub fn body_len(&self) -> usize {
+        self.content_length.unwrap_or(0)
+    }
+}
+
+/// A request the server refuses, with the status it answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// Not HTTP/1.x.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(String),
+    /// The head exceeds `max_header_bytes`.
+    #[error("request head is over the {0}-byte limit")]
+    HeadTooLarge(usize),
+    /// Over [`MAX_HEADERS`] headers.
+    #[error("more than {MAX_HEADERS} headers")]
+    TooManyHeaders,
+    /// `Content-Length` over `max_body_bytes`.
+    #[error("body of {len} bytes is over the {limit}-byte limit")]
+    BodyTooLarge {
+        /// Announced length.
+        len: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// Chunked bodies are not accepted.
+    #[error("chunked request bodies are not supported: send Content-Length")]
+    LengthRequired,
+    /// `Content-Length` unparsable or sent twice with different values.
+    #[error("invalid Content-Length header")]
+    BadContentLength,
+}
+
+impl HttpError {
+    /// The status code of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::Malformed(_) | HttpError::BadContentLength => 400,
+            HttpError::HeadTooLarge(_) | HttpError::TooManyHeaders => 431,
+            HttpError::BodyTooLarge { .. } => 413,
+            HttpError::LengthRequired => 411,
+        }
+    }
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses the request head at the front of `buf`.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limits.max_header_bytes {
+                Err(HttpError::HeadTooLarge(limits.max_header_bytes))
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders),
+        Err(e) => return Err(HttpError::Malformed(e.to_string())),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(HttpError::HeadTooLarge(limits.max_header_bytes));
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(HttpError::Malformed("incomplete request line".into()));
+    };
+    if !target.starts_with('/') {
+        return Err(HttpError::Malformed(
+            "request target must be a path starting with /".into(),
+        ));
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut req = Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: query.to_owned(),
+        minor_version: version,
+        keep_alive: version >= 1,
+        ..Request::default()
+    };
+    for h in parsed.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(HttpError::BadContentLength)?;
+            if req.content_length.is_some_and(|prev| prev as u64 != len) {
+                return Err(HttpError::BadContentLength);
+            }
+            if len > limits.max_body_bytes as u64 {
+                return Err(HttpError::BodyTooLarge {
+                    len,
+                    limit: limits.max_body_bytes,
+                });
+            }
+            req.content_length = Some(len as usize);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::LengthRequired);
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, "close") {
+                req.keep_alive = false;
+            }
+            if has_token(h.value, "keep-alive") {
+                req.keep_alive = true;
+            }
+            req.connection_upgrade |= has_token(h.value, "upgrade");
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            req.upgrade_websocket |= has_token(h.value, "websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            req.ws_key = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            req.ws_version = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        }
+    }
+    Ok(Some((req, head_len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_header_bytes: 1024,
+        max_body_bytes: 100,
+    };
+
+    #[test]
+    fn parses_a_websocket_upgrade() {
+        let raw = b"GET /ws/events?types=a.*,b HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nextra";
+        let (req, n) = parse_head(raw, &LIMITS).unwrap().unwrap();
+        assert_eq!(&raw[n..], b"extra");
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/ws/events");
+        assert_eq!(req.query, "types=a.*,b");
+        assert!(req.upgrade_websocket && req.connection_upgrade && req.keep_alive);
+        assert_eq!(req.ws_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(req.ws_version.as_deref(), Some("13"));
+    }
+
+    #[test]
+    fn incomplete_heads_need_more_until_the_limit() {
+        let raw = b"POST /publish HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        for cut in 0..raw.len() {
+            assert_eq!(parse_head(&raw[..cut], &LIMITS), Ok(None), "cut {cut}");
+        }
+        let (req, _) = parse_head(raw, &LIMITS).unwrap().unwrap();
+        assert_eq!(req.body_len(), 5);
+        let long = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse_head(long.as_bytes(), &LIMITS),
+            Err(HttpError::HeadTooLarge(1024))
+        );
+    }
+
+    #[test]
+    fn refusals_carry_their_status() {
+        let status = |raw: &[u8]| parse_head(raw, &LIMITS).unwrap_err().status();
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n"),
+            413
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 400);
+        assert_eq!(status(b"\x00\x01 garbage\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://x/ HTTP/1.1\r\n\r\n"), 400);
+        let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
+        assert_eq!(
+            status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            431
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_header() {
+        let ka = |raw: &[u8]| parse_head(raw, &LIMITS).unwrap().unwrap().0.keep_alive;
+        assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+    }
+}

@@ -1,0 +1,77 @@
+//! Which request gets which answer. Pure: a parsed request and its body in, a response (or
+//! an accepted WebSocket upgrade) out.
+
+use serde_json::json;
+
+use super::request::Request;
+use super::response::Response;
+use crate::engine::Engine;
+use crate::event::parse_publish_body;
+use crate::ws::handshake::{self, Upgrade};
+
+/// The outcome of routing one request.
+#[derive(Debug)]
+pub enum Routed {
+    /// Send this response.
+    Respond(Response),
+    /// Switch the connection to WebSocket.
+    Upgrade(Upgrade),
+}
+
+const ROUTES: &str = "GET /health, POST /publish, GET /ws/events (WebSocket)";
+
+/// Routes `req` with its complete `body`.
+pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
+    let allow = |methods: &str| {
+        Routed::Respond(
+            Response::error(
+                405,
+                &format!(
+                    "{} is not allowed on {}; use {methods}",
+                    req.method, req.path
+                ),
+            )
+            .with_header("Allow", methods),
+        )
+    };
+    match (req.path.as_str(), req.method.as_str()) {
+        ("/health", "GET") => Routed::Respond(Response::json(200, &engine.health())),
+        ("/health", _) => allow("GET"),
+        ("/publish", "POST") => Routed::Respond(publish(req, body, engine)),
+        ("/publish", _) => allow("POST"),
+        ("/ws/events", "GET") => match handshake::accept(req) {
+            Ok(upgrade) => Routed::Upgrade(upgrade),
+            Err(e) => {
+                let mut r = Response::error(e.status(), &e.to_string());
+                if e.status() == 426 {
+                    r = r
+                        .with_header("Sec-WebSocket-Version", "13")
+                        .with_header("Upgrade", "websocket");
+                }
+                Routed::Respond(r)
+            }
+        },
+        ("/ws/events", _) => allow("GET"),
+        (path, _) => Routed::Respond(Response::error(
+            404,
+            &format!(
+                "no route for {}; this server serves {ROUTES}",
+                path.chars().take(128).collect::<String>()
+            ),
+        )),
+    }
+}
+
+fn publish(req: &Request, body: &[u8], engine: &Engine) -> Response {
+    if req.content_length.is_none() {
+        return Response::error(411, "POST /publish needs a Content-Length header");
+    }
+    let events = match parse_publish_body(body, engine.config.max_batch_events) {
+        Ok(events) => events,
+        Err(e) => return Response::error(400, &e.to_string()),
+    };
+    match engine.bus.publish_all(&events) {
+        Ok(ids) => Response::json(200, &json!({ "ids": ids })),
+        Err(e) => Response::error(400, &e.to_string()),
+    }
+}

@@ -1,0 +1,139 @@
+//! The HTTP phase of a connection: read request heads and bodies, answer them (keep-alive
+//! and pipelining allowed), until the connection closes or upgrades to WebSocket.
+//!
+//! No socket and no clock: the I/O layer passes bytes and `now`; answers go into the
+//! connection's [`Outbox`].
+
+use std::time::Instant;
+
+use super::request::{parse_head, Limits, Request};
+use super::response::Response;
+use super::routes::{route, Routed};
+use crate::engine::Engine;
+use crate::outbox::Outbox;
+use crate::ws::handshake::{switching_protocols, Upgrade};
+
+/// What the I/O layer must do after feeding the session.
+#[derive(Debug)]
+pub enum HttpStep {
+    /// Keep reading.
+    Continue,
+    /// Flush what is queued, then close.
+    Close,
+    /// The 101 answer is queued: switch to WebSocket; `leftover` are bytes the client sent
+    /// after the request (its first frames).
+    Upgrade {
+        /// The accepted upgrade.
+        upgrade: Upgrade,
+        /// Input after the request head.
+        leftover: Vec<u8>,
+    },
+}
+
+/// One connection's HTTP state.
+#[derive(Debug)]
+pub struct HttpSession {
+    inbuf: Vec<u8>,
+    /// A head whose body has not fully arrived.
+    pending: Option<Request>,
+    /// When the current request must be complete.
+    deadline: Instant,
+}
+
+impl HttpSession {
+    /// A new connection, which must send a request within the handshake timeout.
+    pub fn new(now: Instant, engine: &Engine) -> Self {
+        Self {
+            inbuf: Vec::new(),
+            pending: None,
+            deadline: now + engine.config.handshake_timeout,
+        }
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn on_input(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        engine: &Engine,
+        out: &mut Outbox,
+    ) -> HttpStep {
+        self.inbuf.extend_from_slice(data);
+        let limits = Limits {
+            max_header_bytes: engine.config.max_header_bytes,
+            max_body_bytes: engine.config.max_body_bytes,
+        };
+        loop {
+            let req = match self.pending.take() {
+                Some(req) => req,
+                None => match parse_head(&self.inbuf, &limits) {
+                    Ok(None) => break,
+                    Ok(Some((req, used))) => {
+                        self.inbuf.drain(..used);
+                        req
+                    }
+                    Err(e) => {
+                        out.push_final(Response::error(e.status(), &e.to_string()).encode(false));
+                        return HttpStep::Close;
+                    }
+                },
+            };
+            let body_len = req.body_len();
+            if self.inbuf.len() < body_len {
+                self.pending = Some(req);
+                break;
+            }
+            let routed = route(&req, &self.inbuf[..body_len], engine);
+            self.inbuf.drain(..body_len);
+            self.deadline = now + engine.config.handshake_timeout;
+            match routed {
+                Routed::Upgrade(upgrade) => {
+                    let accepted = out
+                        .push_control(switching_protocols(&upgrade.accept))
+                        .is_ok();
+                    if !accepted {
+                        return self.overloaded(out);
+                    }
+                    return HttpStep::Upgrade {
+                        upgrade,
+                        leftover: std::mem::take(&mut self.inbuf),
+                    };
+                }
+                Routed::Respond(resp) => {
+                    if !req.keep_alive {
+                        out.push_final(resp.encode(false));
+                        return HttpStep::Close;
+                    }
+                    if out.push_control(resp.encode(true)).is_err() {
+                        return self.overloaded(out);
+                    }
+                }
+            }
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 4096 {
+            self.inbuf = Vec::new();
+        }
+        HttpStep::Continue
+    }
+
+    /// A client pipelining requests without reading the answers.
+    fn overloaded(&mut self, out: &mut Outbox) -> HttpStep {
+        let msg = "too many pipelined requests without reading the responses";
+        out.push_final(Response::error(503, msg).encode(false));
+        HttpStep::Close
+    }
+
+    /// Checks the request deadline.
+    pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) -> HttpStep {
+        if now < self.deadline {
+            return HttpStep::Continue;
+        }
+        if !self.inbuf.is_empty() || self.pending.is_some() {
+            out.push_final(
+                Response::error(408, "request not completed within the handshake timeout")
+                    .encode(false),
+            );
+        }
+        HttpStep::Close
+    }
+}

@@ -1,0 +1,102 @@
+//! One accepted socket: its protocol phase, its outbox, and the socket work (read until
+//! WouldBlock, write with `writev` until WouldBlock) that drives them.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::http::session::HttpSession;
+use crate::outbox::{Episode, Outbox, Progress};
+use crate::ws::message;
+use crate::ws::session::WsSession;
+
+/// Frames gathered into one `writev` (the kernel takes at most 1,024).
+const IOV_BATCH: usize = 256;
+
+/// Which protocol the connection speaks now.
+#[derive(Debug)]
+pub enum Phase {
+    /// Before (or instead of) a WebSocket upgrade.
+    Http(HttpSession),
+    /// After the upgrade.
+    Ws(WsSession),
+}
+
+/// An accepted connection, owned by one I/O thread.
+pub struct Connection {
+    pub(crate) stream: TcpStream,
+    pub(crate) outbox: Outbox,
+    pub(crate) phase: Phase,
+    /// The last event id routed here (skips repeats when several patterns match).
+    pub(crate) last_routed: u64,
+    /// Listed in the thread's dirty list, waiting for a flush.
+    pub(crate) dirty: bool,
+    /// Registered with the router.
+    pub(crate) routed: bool,
+    /// Set once the session is over: when to give up on a clean close.
+    pub(crate) finish_by: Option<Instant>,
+    /// Our FIN has been sent; what the peer still sends is read and discarded.
+    pub(crate) write_shut: bool,
+}
+
+fn dropped_notice(e: &Episode) -> Bytes {
+    message::dropped(e.count, e.first_id, e.last_id)
+}
+
+impl Connection {
+    /// A new connection in the HTTP phase.
+    pub fn new(stream: TcpStream, session: HttpSession, queue_capacity: usize) -> Self {
+        Self {
+            stream,
+            outbox: Outbox::new(queue_capacity, dropped_notice),
+            phase: Phase::Http(session),
+            last_routed: 0,
+            dirty: false,
+            routed: false,
+            finish_by: None,
+            write_shut: false,
+        }
+    }
+
+    /// Writes as much of the outbox as the socket takes. `Ok` with the progress made, even
+    /// if output remains (a writable event will come); `Err` when the socket failed.
+    pub fn flush(&mut self) -> io::Result<Progress> {
+        let mut total = Progress::default();
+        loop {
+            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
+            let n = self.outbox.gather(&mut iov);
+            if n == 0 {
+                break;
+            }
+            match self.stream.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => total.events += self.outbox.advance(written).events,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.finish_by.is_some() && self.outbox.is_empty() && !self.write_shut {
+            // Everything is out: send FIN, then wait for the peer's (lingering close, so a
+            // final response is not destroyed by a reset).
+            self.write_shut = true;
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(total)
+    }
+
+    /// Reads once into `buf`. `Ok(None)` = would block.
+    pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            return match self.stream.read(buf) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+}

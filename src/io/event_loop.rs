@@ -1,0 +1,495 @@
+//! `EventLoop`: one pinned I/O thread. It owns its listening socket and its connections,
+//! reads the event log from its own cursor, routes each new event to the matching
+//! connections' outboxes, and writes them out in batches.
+//!
+//! One turn of the loop:
+//!
+//! 1. route new log entries (at most [`ROUTE_BATCH`] per turn, so reads and writes keep up),
+//! 2. flush the connections that got output,
+//! 3. announce idle, look at the log once more, and only then block in `poll`,
+//! 4. handle readiness: accept, read (bounded per connection per turn), write,
+//! 5. every [`TICK`], run timers (handshake, keep-alive, idle, close timeouts).
+//!
+//! Nothing here is shared with other I/O threads except the log, the counters (each thread
+//! has its own cache lines) and the connection count.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::connection::{Connection, Phase};
+use super::router::Router;
+use crate::engine::Engine;
+use crate::event::Encoded;
+use crate::http::response::Response;
+use crate::http::session::{HttpSession, HttpStep};
+use crate::log::Read;
+use crate::metrics::ThreadCounters;
+use crate::outbox::Refused;
+use crate::ws::frame::CloseCode;
+use crate::ws::session::{WsSession, WsStep};
+
+/// The waker's token.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Timer resolution.
+const TICK: Duration = Duration::from_millis(250);
+/// Most log entries routed per turn.
+const ROUTE_BATCH: usize = 4096;
+/// Most reads from one connection per turn before the others get a go.
+const READ_BUDGET: usize = 16;
+/// Per-thread read buffer; connections keep only what a partial message needs.
+const READ_BUF: usize = 64 * 1024;
+/// How long shutdown waits for close frames to drain.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
+/// One I/O thread's state.
+pub struct EventLoop {
+    index: usize,
+    engine: Arc<Engine>,
+    poll: Poll,
+    listener: TcpListener,
+    conns: Slab<Connection>,
+    router: Router,
+    /// The next log sequence number to route.
+    cursor: u64,
+    read_buf: Box<[u8]>,
+    dirty: Vec<usize>,
+    /// Connections whose read budget ran out with input possibly left.
+    read_again: Vec<usize>,
+    /// Accepting failed for lack of resources; retry at the next tick.
+    accept_again: bool,
+}
+
+impl EventLoop {
+    /// Sets up thread `index`: registers the listener; the loop starts routing at the
+    /// log's current end.
+    pub fn new(
+        index: usize,
+        engine: Arc<Engine>,
+        poll: Poll,
+        mut listener: TcpListener,
+    ) -> io::Result<Self> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let cursor = engine.bus.log().next_seq();
+        Ok(Self {
+            index,
+            engine,
+            poll,
+            listener,
+            conns: Slab::new(),
+            router: Router::default(),
+            cursor,
+            read_buf: vec![0; READ_BUF].into_boxed_slice(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            accept_again: false,
+        })
+    }
+
+    /// Runs until the engine shuts down.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let more = self.route();
+            self.flush_dirty();
+            if self.engine.is_shutting_down() {
+                return self.shutdown();
+            }
+            let timeout = if more || !self.read_again.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                let sleeper = self.engine.bus.sleeper(self.index);
+                sleeper.flag.announce_idle();
+                if self.log_has_next() || self.engine.is_shutting_down() {
+                    sleeper.flag.announce_busy();
+                    continue;
+                }
+                Some(next_tick.saturating_duration_since(Instant::now()))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    eprintln!("firehose: I/O thread {} cannot poll: {e}", self.index);
+                    return self.shutdown();
+                }
+            }
+            self.engine.bus.sleeper(self.index).flag.announce_busy();
+            for key in std::mem::take(&mut self.read_again) {
+                self.on_readable(key);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => self.accept(),
+                    Token(key) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(key);
+                        }
+                        if ev.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+        }
+    }
+
+    fn log_has_next(&self) -> bool {
+        !matches!(
+            self.engine.bus.log().read(self.cursor, |_| ()),
+            Read::Pending
+        )
+    }
+
+    /// Routes up to [`ROUTE_BATCH`] new events; returns whether more may be waiting.
+    fn route(&mut self) -> bool {
+        let engine = Arc::clone(&self.engine);
+        let log = engine.bus.log();
+        let counters = engine.counters.thread(self.index);
+        for _ in 0..ROUTE_BATCH {
+            let cursor = self.cursor;
+            let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
+            match log.read(cursor, |ev| route_event(ev, router, conns, dirty, counters)) {
+                Read::Ready(()) => self.cursor += 1,
+                Read::Pending => return false,
+                Read::Lapped { resume_at } => {
+                    self.lost(cursor, resume_at - 1);
+                    self.cursor = resume_at;
+                }
+            }
+        }
+        true
+    }
+
+    /// This thread fell a whole log behind: every subscriber may have lost `first..=last`.
+    fn lost(&mut self, first: u64, last: u64) {
+        eprintln!(
+            "firehose: I/O thread {} fell behind the log's retention; events {first}..={last} were not routed",
+            self.index
+        );
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.routed)
+            .map(|(k, _)| k)
+            .collect();
+        let engine = Arc::clone(&self.engine);
+        let counters = engine.counters.thread(self.index);
+        for key in keys {
+            let conn = &mut self.conns[key];
+            conn.outbox.record_lost(first, last);
+            ThreadCounters::add(&counters.dropped, last - first + 1);
+            self.mark_dirty(key);
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            self.flush(key);
+        }
+    }
+
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dirty = false;
+        match conn.flush() {
+            Ok(p) => {
+                ThreadCounters::add(&self.engine.counters.thread(self.index).delivered, p.events)
+            }
+            Err(_) => self.remove(key),
+        }
+    }
+
+    fn accept(&mut self) {
+        self.accept_again = false;
+        loop {
+            let (mut stream, _peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: leave the backlog for the next tick.
+                    eprintln!("firehose: accept failed: {e}; retrying shortly");
+                    self.accept_again = true;
+                    return;
+                }
+            };
+            if !self.engine.try_open_connection() {
+                let body = format!(
+                    "connection limit of {} reached; try again later",
+                    self.engine.config.max_connections
+                );
+                let _ = io::Write::write(&mut stream, &Response::error(503, &body).encode(false));
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let now = Instant::now();
+            let session = HttpSession::new(now, &self.engine);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let mut conn = Connection::new(stream, session, self.engine.config.queue_capacity);
+            if let Err(e) = self.poll.registry().register(
+                &mut conn.stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                eprintln!("firehose: cannot register a connection: {e}");
+                self.engine.close_connection();
+                continue;
+            }
+            entry.insert(conn);
+            self.engine
+                .counters
+                .thread(self.index)
+                .connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        self.read_into(key, &mut buf);
+        self.read_buf = buf;
+    }
+
+    fn read_into(&mut self, key: usize, read_buf: &mut [u8]) {
+        let now = Instant::now();
+        let engine = Arc::clone(&self.engine);
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let n = match conn.read_some(read_buf) {
+                Ok(Some(0)) | Err(_) => return self.remove(key),
+                Ok(Some(n)) => n,
+                Ok(None) => return,
+            };
+            if conn.write_shut || conn.finish_by.is_some() {
+                continue; // the session is over; discard what the peer still sends
+            }
+            let data = &read_buf[..n];
+            let http_step = match &mut conn.phase {
+                Phase::Http(http) => Some(http.on_input(data, now, &engine, &mut conn.outbox)),
+                Phase::Ws(_) => None,
+            };
+            match http_step {
+                None => self.feed_ws(key, data, now),
+                Some(HttpStep::Continue) => {}
+                Some(HttpStep::Close) => conn.finish_by = Some(now + engine.config.close_timeout),
+                Some(HttpStep::Upgrade { upgrade, leftover }) => {
+                    // Events after `cursor - 1` are routed to it from now on: say so first.
+                    let last_id = self.cursor - 1;
+                    let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
+                    let _ = conn.outbox.push_control(ws.welcome(last_id));
+                    self.router.add(key, ws.filter());
+                    conn.routed = true;
+                    conn.last_routed = last_id;
+                    conn.phase = Phase::Ws(ws);
+                    engine
+                        .counters
+                        .thread(self.index)
+                        .ws_clients
+                        .fetch_add(1, Ordering::Relaxed);
+                    if !leftover.is_empty() {
+                        self.feed_ws(key, &leftover, now);
+                    }
+                }
+            }
+            self.mark_dirty(key);
+        }
+        self.read_again.push(key);
+    }
+
+    fn feed_ws(&mut self, key: usize, data: &[u8], now: Instant) {
+        let engine = Arc::clone(&self.engine);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Ws(ws) = &mut conn.phase else {
+            return;
+        };
+        let step = ws.on_input(data, now, &engine, &mut conn.outbox);
+        self.after_ws(key, step, now);
+    }
+
+    /// Applies what a WebSocket session asked for: router changes, closing, drop counts.
+    fn after_ws(&mut self, key: usize, step: WsStep, now: Instant) {
+        let close_timeout = self.engine.config.close_timeout;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Ws(ws) = &mut conn.phase else {
+            return;
+        };
+        if let Some(old) = ws.take_replaced_filter() {
+            if conn.routed {
+                self.router.remove(key, &old);
+                self.router.add(key, ws.filter());
+            }
+        }
+        if conn.routed && !ws.is_open() {
+            self.router.remove(key, ws.filter());
+            conn.routed = false;
+        }
+        let discarded = ws.take_discarded();
+        if step == WsStep::Done && conn.finish_by.is_none() {
+            conn.finish_by = Some(now + close_timeout);
+        }
+        ThreadCounters::add(&self.engine.counters.thread(self.index).dropped, discarded);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.accept_again {
+            self.accept();
+        }
+        let engine = Arc::clone(&self.engine);
+        let mut expired = Vec::new();
+        let mut ws_steps = Vec::new();
+        let mut closed_http = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if let Some(deadline) = conn.finish_by {
+                if now >= deadline {
+                    expired.push(key);
+                }
+                continue;
+            }
+            match &mut conn.phase {
+                Phase::Http(http) => {
+                    if let HttpStep::Close = http.on_tick(now, &mut conn.outbox) {
+                        conn.finish_by = Some(now + engine.config.close_timeout);
+                        closed_http.push(key);
+                    }
+                }
+                Phase::Ws(ws) => ws_steps.push((key, ws.on_tick(now, &engine, &mut conn.outbox))),
+            }
+        }
+        for (key, step) in ws_steps {
+            self.after_ws(key, step, now);
+            self.mark_dirty(key);
+        }
+        for key in closed_http {
+            self.mark_dirty(key);
+        }
+        for key in expired {
+            self.remove(key);
+        }
+        self.flush_dirty();
+    }
+
+    fn remove(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let counters = self.engine.counters.thread(self.index);
+        if let Phase::Ws(ws) = &mut conn.phase {
+            if conn.routed {
+                self.router.remove(key, ws.filter());
+            }
+            counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
+            ThreadCounters::add(
+                &counters.dropped,
+                ws.take_discarded() + conn.outbox.queued_events() as u64,
+            );
+        }
+        counters.connections.fetch_sub(1, Ordering::Relaxed);
+        self.engine.close_connection();
+        self.dirty.retain(|k| *k != key);
+        self.read_again.retain(|k| *k != key);
+    }
+
+    /// Closes every connection (WebSocket: 1001), drains briefly, and stops.
+    fn shutdown(mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for &key in &keys {
+            let conn = &mut self.conns[key];
+            match &mut conn.phase {
+                Phase::Ws(ws) => ws.close(
+                    CloseCode::GoingAway,
+                    "server shutting down",
+                    now,
+                    &mut conn.outbox,
+                ),
+                Phase::Http(_) => {}
+            }
+            conn.finish_by = Some(now);
+            self.after_ws(key, WsStep::Done, now);
+            self.mark_dirty(key);
+        }
+        self.flush_dirty();
+        let deadline = now + SHUTDOWN_DRAIN;
+        let mut events = Events::with_capacity(256);
+        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| !c.outbox.is_empty()) {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.flush(key);
+            }
+        }
+        for key in keys {
+            self.remove(key);
+        }
+    }
+}
+
+/// Pushes one event into every matching connection's outbox.
+fn route_event(
+    ev: &Encoded,
+    router: &Router,
+    conns: &mut Slab<Connection>,
+    dirty: &mut Vec<usize>,
+    counters: &ThreadCounters,
+) {
+    let id = ev.id();
+    let mut dropped = 0;
+    router.for_each_match(ev.event_type(), |key| {
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        if conn.last_routed >= id {
+            return;
+        }
+        conn.last_routed = id;
+        match conn.outbox.push_event(ev.frame().clone(), id) {
+            Ok(()) => {
+                if !conn.dirty {
+                    conn.dirty = true;
+                    dirty.push(key);
+                }
+            }
+            Err(Refused::Full) => dropped += 1,
+            Err(Refused::Closing) => {}
+        }
+    });
+    ThreadCounters::add(&counters.dropped, dropped);
+}

@@ -1,0 +1,91 @@
+//! The only module that touches sockets and mio.
+//!
+//! [`start`] binds one listening socket per I/O thread (same port, SO_REUSEPORT), creates
+//! each thread's `Poll` and `Waker`, builds the [`Bus`] that wakes them, and spawns the
+//! threads, each pinned to a core and running an [`event_loop::EventLoop`].
+
+mod connection;
+mod event_loop;
+mod listener;
+mod router;
+
+pub use router::Router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::{Poll, Waker};
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::wake::{Sleeper, Wake};
+use crate::StartError;
+
+struct MioWaker(Waker);
+
+impl Wake for MioWaker {
+    fn wake(&self) {
+        // Fails only if the eventfd is gone, i.e. the thread has exited: nothing to wake.
+        let _ = self.0.wake();
+    }
+}
+
+/// Running I/O threads.
+pub(crate) struct Threads {
+    pub engine: Arc<Engine>,
+    pub handles: Vec<JoinHandle<()>>,
+    pub local_addr: SocketAddr,
+}
+
+/// Binds, spawns and pins the I/O threads for `config`.
+pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
+    config.validate()?;
+    let n = config.io_threads;
+    let addr = config.addr();
+    let (listeners, local_addr) =
+        listener::bind_all(addr, n).map_err(|source| StartError::Bind { addr, source })?;
+    let mut polls = Vec::with_capacity(n);
+    let mut sleepers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let waker = Waker::new(poll.registry(), event_loop::WAKER).map_err(StartError::Poll)?;
+        sleepers.push(Sleeper::new(Box::new(MioWaker(waker))));
+        polls.push(poll);
+    }
+    let bus = Bus::new(config.retention_events, config.max_event_bytes, sleepers);
+    let pin = config.pin_threads;
+    let engine = Arc::new(Engine::new(config, bus));
+    let cores = if pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut handles = Vec::with_capacity(n);
+    for (i, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
+        let lp = event_loop::EventLoop::new(i, Arc::clone(&engine), poll, listener)
+            .map_err(StartError::Poll)?;
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("firehose-io-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                lp.run();
+            })
+            .map_err(StartError::Spawn)?;
+        handles.push(handle);
+    }
+    Ok(Threads {
+        engine,
+        handles,
+        local_addr,
+    })
+}
+
+/// Wakes thread `i` whether or not it announced it was idle (for shutdown).
+pub(crate) fn wake_thread(bus: &Bus, i: usize) {
+    bus.sleeper(i).wake_now();
+}

@@ -1,0 +1,219 @@
+//! # firehose
+//!
+//! A single-node, lock-free event fan-out engine: publishers push events, firehose
+//! delivers them to many WebSocket subscribers, and a slow or hostile client never slows
+//! the publisher or anyone else.
+//!
+//! ```text
+//!  publishers                         ┌──────────────────────────────────────────┐
+//!   in-process Bus::publish ───┐      │ EventLog (log.rs): lock-free ring,       │
+//!   POST /publish ─────────────┼────► │ sequence-numbered; each event encoded    │
+//!   WS {"op":"publish"} ───────┘      │ ONCE into a shared WebSocket frame       │
+//!          (bus.rs)                   └──────────────┬───────────────────────────┘
+//!                      one wake per burst (wake.rs)  │ each thread reads at its own cursor
+//!              ┌─────────────────────────────────────┴─┐
+//!              │ I/O thread k (io/event_loop.rs, pinned,│   ... one per core
+//!              │ own mio Poll + own SO_REUSEPORT socket)│
+//!              │  route by type filter (io/router.rs)   │
+//!              │  → per-connection Outbox (outbox.rs)   │
+//!              │  → writev a batch (io/connection.rs)   │
+//!              └────────────────────────────────────────┘
+//! ```
+//!
+//! ## Layout
+//!
+//! * [`bus`] — the one publish path: validate, encode once, append, wake.
+//! * [`event`] — the event model, its one-time encoding, type filters, publisher JSON.
+//! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through.
+//! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
+//! * [`outbox`] — a connection's bounded queue of frames, with drop accounting.
+//! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
+//! * `io` — sockets and mio: listeners, connections, the event loop (private).
+//! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
+//! * [`bench`] — the end-to-end load generator behind `firehose bench`.
+//!
+//! ## Invariants
+//!
+//! * Publishing never blocks, takes no lock, and costs the same whatever the number of
+//!   subscribers: it touches the log and one idle flag per I/O thread, never a connection.
+//! * An event is encoded once; subscribers share its bytes (no per-client copy).
+//! * Only `io/` touches sockets; everything that parses peer bytes is a pure function with a
+//!   fuzz target, and nothing a peer sends can panic the server.
+//! * Every queue is bounded: memory is a function of the configuration, not of the load.
+//!   Nothing is dropped silently: drops are counted and told to the client in-band.
+
+#![warn(missing_docs)]
+
+pub mod bench;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod http;
+mod io;
+pub mod log;
+pub mod metrics;
+pub mod outbox;
+mod sync;
+pub mod wake;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use bus::Bus;
+pub use config::{Config, ConfigError};
+pub use engine::Engine;
+pub use event::{Event, EventError, Filter, Priority, TraceId};
+pub use io::Router;
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using the port? try --port)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The OS refused an event queue.
+    #[error("cannot create an event loop: {0} (check the open-files limit, `ulimit -n`)")]
+    Poll(std::io::Error),
+    /// The OS refused a thread.
+    #[error("cannot start an I/O thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A running engine: the handle embedders keep.
+///
+/// ```no_run
+/// use firehose::{Bridge, Event};
+/// let bridge = Bridge::builder().port(0).start()?;
+/// let id = bridge.bus().publish(&Event::new("workflow.started", "example"))?;
+/// println!("published {id} on ws://{}/ws/events", bridge.local_addr());
+/// bridge.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Bridge {
+    engine: Arc<Engine>,
+    handles: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+/// Configures a [`Bridge`]; every setting defaults as in [`Config::default`].
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Builder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Address to listen on.
+    pub fn host(mut self, host: std::net::IpAddr) -> Self {
+        self.config.host = host;
+        self
+    }
+
+    /// Port (0 = any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.config.port = port;
+        self
+    }
+
+    /// Number of I/O threads.
+    pub fn io_threads(mut self, n: usize) -> Self {
+        self.config.io_threads = n;
+        self
+    }
+
+    /// Per-connection queue capacity, in events.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// Events the log retains.
+    pub fn retention_events(mut self, n: usize) -> Self {
+        self.config.retention_events = n;
+        self
+    }
+
+    /// Binds the listeners and starts the I/O threads.
+    pub fn start(self) -> Result<Bridge, StartError> {
+        let threads = io::start(self.config)?;
+        Ok(Bridge {
+            engine: threads.engine,
+            handles: threads.handles,
+            local_addr: threads.local_addr,
+        })
+    }
+}
+
+impl Bridge {
+    /// A builder with the default configuration.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The publish handle (cheap to clone, usable from any thread).
+    pub fn bus(&self) -> &Bus {
+        &self.engine.bus
+    }
+
+    /// The shared engine state (configuration, counters).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Closes every connection (WebSocket clients get close code 1001) and stops the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Blocks until the engine stops (after [`Engine::begin_shutdown`] from elsewhere), or
+    /// until `timeout` passes; returns whether it stopped.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.handles.iter().all(|h| h.is_finished()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn stop(&mut self) {
+        self.engine.begin_shutdown();
+        for i in 0..self.handles.len() {
+            io::wake_thread(&self.engine.bus, i);
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,50 @@
+//! `firehose`: parse the command line, call the library, map errors to exit codes.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use firehose::cli::{Cli, Command, ServeArgs};
+use firehose::Bridge;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Bench(args) => firehose::bench::run(&args).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("firehose: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    let config = args.config().map_err(|e| e.to_string())?;
+    let (soft, hard) = firehose::bench::raise_fd_limit();
+    if (soft as usize) < config.max_connections {
+        eprintln!(
+            "firehose: warning: the open-files limit is {soft} (hard {hard}), below --max-connections {}; raise `ulimit -n`",
+            config.max_connections
+        );
+    }
+    let bridge = Bridge::builder()
+        .config(config)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let addr = bridge.local_addr();
+    if let Some(path) = &args.addr_file {
+        std::fs::write(path, addr.to_string())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    eprintln!(
+        "firehose: listening on {addr} with {} I/O threads — ws://{addr}/ws/events, POST http://{addr}/publish, GET http://{addr}/health",
+        bridge.engine().config.io_threads
+    );
+    // Runs until killed; graceful shutdown on signals arrives with reliable delivery.
+    while !bridge.wait_stopped(Duration::from_secs(3600)) {}
+    Ok(())
+}

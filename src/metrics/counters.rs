@@ -1,0 +1,85 @@
+//! Per-thread atomic counters and their sum.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+
+/// The counters one I/O thread writes. Every field is written by that thread only, so
+/// relaxed increments never contend; readers sum across threads.
+#[derive(Default, Debug)]
+pub struct ThreadCounters {
+    /// Event frames completely written to a socket (`events.delivered`).
+    pub delivered: AtomicU64,
+    /// Events a connection's queue refused or discarded (`events.dropped`).
+    pub dropped: AtomicU64,
+    /// Open WebSocket subscribers on this thread (`ws.connected_clients`).
+    pub ws_clients: AtomicI64,
+    /// Open connections of any kind on this thread.
+    pub connections: AtomicI64,
+}
+
+impl ThreadCounters {
+    /// Adds to a counter (relaxed: counts, not synchronisation).
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// All threads' counters.
+#[derive(Debug)]
+pub struct Counters {
+    threads: Box<[CachePadded<ThreadCounters>]>,
+}
+
+/// A point-in-time sum of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Events accepted into the log (`events.published`).
+    pub published: u64,
+    /// Event frames written to subscribers.
+    pub delivered: u64,
+    /// Events dropped for some subscriber.
+    pub dropped: u64,
+    /// Open WebSocket subscribers.
+    pub ws_connected_clients: u64,
+    /// Open connections of any kind.
+    pub connections: u64,
+}
+
+impl Counters {
+    /// Counters for `threads` I/O threads.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: (0..threads)
+                .map(|_| CachePadded::new(ThreadCounters::default()))
+                .collect(),
+        }
+    }
+
+    /// Thread `i`'s counters.
+    pub fn thread(&self, i: usize) -> &ThreadCounters {
+        &self.threads[i]
+    }
+
+    /// Sums every thread. `published` comes from the log, which numbers every event.
+    pub fn snapshot(&self, published: u64) -> Snapshot {
+        let mut s = Snapshot {
+            published,
+            ..Snapshot::default()
+        };
+        let mut ws = 0i64;
+        let mut conns = 0i64;
+        for t in self.threads.iter() {
+            s.delivered += t.delivered.load(Ordering::Relaxed);
+            s.dropped += t.dropped.load(Ordering::Relaxed);
+            ws += t.ws_clients.load(Ordering::Relaxed);
+            conns += t.connections.load(Ordering::Relaxed);
+        }
+        s.ws_connected_clients = ws.max(0) as u64;
+        s.connections = conns.max(0) as u64;
+        s
+    }
+}

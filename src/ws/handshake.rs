@@ -1,0 +1,158 @@
+//! The WebSocket opening handshake (RFC 6455 §4.2), on an already-parsed request head.
+
+use bytes::Bytes;
+
+use crate::event::{Filter, FilterError};
+use crate::http::query::{self, QueryError};
+use crate::http::request::Request;
+
+/// What a valid upgrade request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// `Sec-WebSocket-Accept` value.
+    pub accept: String,
+    /// The subscription's filter (`types=`; everything when absent).
+    pub filter: Filter,
+}
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// Plain HTTP to the WebSocket endpoint.
+    #[error("this endpoint speaks WebSocket: send GET with `Upgrade: websocket` and `Connection: Upgrade`")]
+    NotUpgrade,
+    /// Not version 13.
+    #[error("unsupported Sec-WebSocket-Version {0:?}: this server speaks version 13")]
+    Version(String),
+    /// Missing or malformed key.
+    #[error("Sec-WebSocket-Key must be 24 characters of base64 encoding 16 bytes")]
+    Key,
+    /// `types` could not be used.
+    #[error("types: {0}")]
+    Filter(#[from] FilterError),
+    /// Undecodable query.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// A parameter that this endpoint does not know (or does not support yet).
+    #[error(
+        "unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns)"
+    )]
+    UnknownParam(String),
+}
+
+impl HandshakeError {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::NotUpgrade | HandshakeError::Version(_) => 426,
+            _ => 400,
+        }
+    }
+}
+
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
+}
+
+/// Checks an upgrade request to `/ws/events` and reads its subscription parameters.
+pub fn accept(req: &Request) -> Result<Upgrade, HandshakeError> {
+    if req.method != "GET"
+        || !req.upgrade_websocket
+        || !req.connection_upgrade
+        || req.minor_version < 1
+    {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    match req.ws_version.as_deref() {
+        Some("13") => {}
+        other => {
+            return Err(HandshakeError::Version(
+                other.unwrap_or("").chars().take(16).collect(),
+            ))
+        }
+    }
+    let key = req.ws_key.as_deref().ok_or(HandshakeError::Key)?;
+    let k = key.as_bytes();
+    // 16 bytes in base64: 22 significant characters, the last carrying 2 bits, then "==".
+    let valid = k.len() == 24
+        && k[..22].iter().all(|b| is_base64(*b))
+        && &k[22..] == b"=="
+        && b"AQgw".contains(&k[21]);
+    if !valid {
+        return Err(HandshakeError::Key);
+    }
+    let mut filter = Filter::all();
+    for pair in query::pairs(&req.query) {
+        let (name, value) = pair?;
+        match &*name {
+            "types" => filter = Filter::parse_list(&value)?,
+            other => {
+                return Err(HandshakeError::UnknownParam(
+                    other.chars().take(64).collect(),
+                ))
+            }
+        }
+    }
+    Ok(Upgrade {
+        accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        filter,
+    })
+}
+
+/// The `101 Switching Protocols` answer.
+pub fn switching_protocols(accept: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade(query: &str, key: &str, version: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            path: "/ws/events".into(),
+            query: query.into(),
+            minor_version: 1,
+            upgrade_websocket: true,
+            connection_upgrade: true,
+            ws_key: Some(key.into()),
+            ws_version: Some(version.into()),
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn accepts_the_rfc_example() {
+        let u = accept(&upgrade("types=a.*%2Cb", "dGhlIHNhbXBsZSBub25jZQ==", "13")).unwrap();
+        assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(u.filter.matches("a.x") && u.filter.matches("b") && !u.filter.matches("c"));
+    }
+
+    #[test]
+    fn refuses_bad_upgrades() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert_eq!(accept(&upgrade("", key, "8")).unwrap_err().status(), 426);
+        assert_eq!(
+            accept(&upgrade("", "short", "13")),
+            Err(HandshakeError::Key)
+        );
+        assert_eq!(
+            accept(&upgrade("", "dGhlIHNhbXBsZSBub25jZR==", "13")),
+            Err(HandshakeError::Key)
+        );
+        assert!(matches!(
+            accept(&upgrade("types=", key, "13")),
+            Err(HandshakeError::Filter(_))
+        ));
+        assert!(matches!(
+            accept(&upgrade("tpyes=a", key, "13")),
+            Err(HandshakeError::UnknownParam(_))
+        ));
+        let mut plain = upgrade("", key, "13");
+        plain.upgrade_websocket = false;
+        assert_eq!(accept(&plain), Err(HandshakeError::NotUpgrade));
+    }
+}

@@ -1,0 +1,225 @@
+//! Control messages: the small JSON objects with an `op` that clients send, and the
+//! notices the server sends. Pure functions; [`parse_op`] is fuzzed.
+//!
+//! Client → server: `ack` (`id`), `subscribe` / `unsubscribe` (`types`: a list of patterns),
+//! `publish` (the event's own fields; with `ref`, the server answers `published`).
+//! Server → client: `welcome`, `published`, `subscribed`, `dropped`, `error`.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::frame::{self, OpCode};
+use crate::event::WireEvent;
+
+/// A parsed client message.
+#[derive(Debug)]
+pub enum ClientOp {
+    /// Cumulative acknowledgement up to `id` (acted on once acknowledged delivery exists).
+    Ack {
+        /// Highest id the client has processed.
+        id: u64,
+    },
+    /// Add patterns to the connection's filter.
+    Subscribe {
+        /// Patterns to add.
+        types: Vec<String>,
+        /// Echoed in the answer.
+        reference: Option<Box<RawValue>>,
+    },
+    /// Remove patterns from the connection's filter.
+    Unsubscribe {
+        /// Patterns to remove.
+        types: Vec<String>,
+        /// Echoed in the answer.
+        reference: Option<Box<RawValue>>,
+    },
+    /// Publish an event.
+    Publish(WireEvent),
+}
+
+/// A client message the server could not act on; answered with an `error` notice.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OpError {
+    /// What was wrong, for the client.
+    pub message: String,
+    /// The message's `ref`, when one could be read, so the client can match the answer.
+    pub reference: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    op: Option<String>,
+    #[serde(default, rename = "ref")]
+    reference: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckMsg {
+    #[allow(dead_code)]
+    op: String,
+    id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypesMsg {
+    #[allow(dead_code)]
+    op: String,
+    types: Vec<String>,
+    #[serde(default, rename = "ref")]
+    reference: Option<Box<RawValue>>,
+}
+
+/// Parses one client text message.
+pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
+    let envelope: Envelope = serde_json::from_slice(text).map_err(|e| OpError {
+        message: format!("message is not a JSON object with an `op`: {e}"),
+        reference: None,
+    })?;
+    let reference = envelope.reference;
+    let fail = |message: String| OpError {
+        message,
+        reference: reference.clone(),
+    };
+    let shape = |e: serde_json::Error| {
+        fail(format!(
+            "bad `{}` message: {e}",
+            envelope.op.as_deref().unwrap_or("")
+        ))
+    };
+    match envelope.op.as_deref() {
+        Some("ack") => {
+            let m: AckMsg = serde_json::from_slice(text).map_err(shape)?;
+            Ok(ClientOp::Ack { id: m.id })
+        }
+        Some(op @ ("subscribe" | "unsubscribe")) => {
+            let m: TypesMsg = serde_json::from_slice(text).map_err(shape)?;
+            Ok(if op == "subscribe" {
+                ClientOp::Subscribe {
+                    types: m.types,
+                    reference: m.reference,
+                }
+            } else {
+                ClientOp::Unsubscribe {
+                    types: m.types,
+                    reference: m.reference,
+                }
+            })
+        }
+        Some("publish") => Ok(ClientOp::Publish(
+            serde_json::from_slice(text).map_err(shape)?,
+        )),
+        Some(other) => Err(fail(format!(
+            "unknown op {:?}: use ack, subscribe, unsubscribe or publish",
+            other.chars().take(32).collect::<String>()
+        ))),
+        None => Err(fail(
+            "message has no `op`: use ack, subscribe, unsubscribe or publish".into(),
+        )),
+    }
+}
+
+fn text(value: Value) -> Bytes {
+    frame::encode(OpCode::Text, value.to_string().as_bytes())
+}
+
+fn reference_value(reference: Option<&RawValue>) -> Value {
+    reference
+        .and_then(|r| serde_json::from_str(r.get()).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `{"op":"welcome",…}`: the subscription is live; every event after `last_id` that matches
+/// the filter will be delivered (or reported as dropped).
+pub fn welcome(connection_id: u64, last_id: u64, types: &[String]) -> Bytes {
+    text(
+        json!({"op": "welcome", "connection_id": connection_id, "last_id": last_id, "types": types}),
+    )
+}
+
+/// `{"op":"published","ref":…,"id":N}`.
+pub fn published(reference: &RawValue, id: u64) -> Bytes {
+    text(json!({"op": "published", "ref": reference_value(Some(reference)), "id": id}))
+}
+
+/// `{"op":"subscribed","ref":…,"types":[…]}`: the filter after a subscribe/unsubscribe.
+pub fn subscribed(reference: Option<&RawValue>, types: &[String]) -> Bytes {
+    text(json!({"op": "subscribed", "ref": reference_value(reference), "types": types}))
+}
+
+/// `{"op":"error","ref":…,"error":"…"}`.
+pub fn error(reference: Option<&RawValue>, message: &str) -> Bytes {
+    text(json!({"op": "error", "ref": reference_value(reference), "error": message}))
+}
+
+/// `{"op":"dropped","count":N,"first_id":A,"last_id":B}`: one per overflow episode.
+pub fn dropped(count: u64, first_id: u64, last_id: u64) -> Bytes {
+    text(json!({"op": "dropped", "count": count, "first_id": first_id, "last_id": last_id}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_op() {
+        assert!(matches!(
+            parse_op(br#"{"op":"ack","id":5}"#),
+            Ok(ClientOp::Ack { id: 5 })
+        ));
+        match parse_op(br#"{"op":"subscribe","types":["a.*"],"ref":7}"#).unwrap() {
+            ClientOp::Subscribe { types, reference } => {
+                assert_eq!(types, ["a.*"]);
+                assert_eq!(reference.unwrap().get(), "7");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_op(br#"{"op":"unsubscribe","types":[]}"#),
+            Ok(ClientOp::Unsubscribe { .. })
+        ));
+        match parse_op(br#"{"op":"publish","event_type":"a","source":"s","ref":"x","payload":[1]}"#)
+            .unwrap()
+        {
+            ClientOp::Publish(w) => {
+                assert_eq!(w.event_type, "a");
+                assert_eq!(w.reference.unwrap().get(), "\"x\"");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_ref_when_they_can() {
+        let e = parse_op(br#"{"op":"fly","ref":3}"#).unwrap_err();
+        assert!(e.message.contains("unknown op"));
+        assert_eq!(e.reference.unwrap().get(), "3");
+        let e = parse_op(br#"{"op":"publish","ref":4,"source":"s"}"#).unwrap_err();
+        assert!(e.message.contains("event_type"), "{}", e.message);
+        assert_eq!(e.reference.unwrap().get(), "4");
+        assert!(parse_op(b"not json").unwrap_err().reference.is_none());
+        assert!(parse_op(b"{}").unwrap_err().message.contains("no `op`"));
+        assert!(parse_op(br#"{"op":"ack"}"#)
+            .unwrap_err()
+            .message
+            .contains("id"));
+    }
+
+    #[test]
+    fn notices_are_text_frames_of_json() {
+        let f = dropped(3, 10, 12);
+        assert_eq!(f[0], 0x81);
+        let v: Value = serde_json::from_slice(&f[2..]).unwrap();
+        assert_eq!(
+            v,
+            json!({"op":"dropped","count":3,"first_id":10,"last_id":12})
+        );
+        let r = RawValue::from_string("{\"k\":1}".into()).unwrap();
+        let v: Value = serde_json::from_slice(&published(&r, 9)[2..]).unwrap();
+        assert_eq!(v, json!({"op":"published","ref":{"k":1},"id":9}));
+    }
+}

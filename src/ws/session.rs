@@ -1,0 +1,342 @@
+//! The WebSocket phase of a connection: decode client frames, act on control messages,
+//! keep the connection alive, and close it properly.
+//!
+//! No socket and no clock: the I/O layer passes bytes and `now`; frames to send go into the
+//! connection's [`Outbox`] (events are pushed there by routing, not by the session).
+//!
+//! States: `Open` → (either side closes) → `Closing` → `Done`. While closing, no event is
+//! queued and only the peer's close frame is awaited, for at most the close timeout.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::frame::{self, CloseCode, CloseRequest, Frame, OpCode};
+use super::message::{self, ClientOp};
+use crate::engine::Engine;
+use crate::event::{Filter, Pattern};
+use crate::outbox::Outbox;
+
+/// What the I/O layer must do after feeding the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsStep {
+    /// Keep going.
+    Continue,
+    /// Flush what is queued, then close the socket.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Our close frame is queued (or sent); waiting for the peer's.
+    Closing {
+        since: Instant,
+    },
+    /// Both close frames exchanged (or the peer's answered): flush and drop.
+    Done,
+}
+
+/// One WebSocket connection's protocol state.
+#[derive(Debug)]
+pub struct WsSession {
+    id: u64,
+    filter: Filter,
+    /// Set when a subscribe/unsubscribe changed the filter: the old one, for the router.
+    replaced_filter: Option<Filter>,
+    inbuf: Vec<u8>,
+    /// A fragmented text message being reassembled.
+    message: Option<Vec<u8>>,
+    last_input: Instant,
+    ping_outstanding: bool,
+    state: State,
+    /// Events discarded because the connection closed with them still queued.
+    discarded: u64,
+    /// A frame could not be decoded: the input stream is unusable from here on.
+    input_broken: bool,
+}
+
+impl WsSession {
+    /// A freshly upgraded connection with `filter`.
+    pub fn new(id: u64, filter: Filter, now: Instant) -> Self {
+        Self {
+            id,
+            filter,
+            replaced_filter: None,
+            inbuf: Vec::new(),
+            message: None,
+            last_input: now,
+            ping_outstanding: false,
+            state: State::Open,
+            discarded: 0,
+            input_broken: false,
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The current filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// The filter a subscribe/unsubscribe replaced since the last call, if any.
+    pub fn take_replaced_filter(&mut self) -> Option<Filter> {
+        self.replaced_filter.take()
+    }
+
+    /// Events discarded by closing since the last call (for `events.dropped`).
+    pub fn take_discarded(&mut self) -> u64 {
+        std::mem::take(&mut self.discarded)
+    }
+
+    /// Whether events may still be queued.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// The welcome notice: events after `last_id` will be delivered.
+    pub fn welcome(&self, last_id: u64) -> Bytes {
+        message::welcome(self.id, last_id, &self.types())
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.filter
+            .patterns()
+            .iter()
+            .map(Pattern::to_string)
+            .collect()
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn on_input(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        engine: &Engine,
+        out: &mut Outbox,
+    ) -> WsStep {
+        self.last_input = now;
+        self.ping_outstanding = false;
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let from_data = buf.is_empty();
+        if !from_data {
+            buf.extend_from_slice(data);
+        }
+        let input: &[u8] = if from_data { data } else { &buf };
+        let used = self.consume(input, now, engine, out);
+        if from_data {
+            buf.extend_from_slice(&data[used..]);
+        } else {
+            buf.drain(..used);
+        }
+        if buf.is_empty() && buf.capacity() > 4096 {
+            buf = Vec::new();
+        }
+        self.inbuf = buf;
+        self.step()
+    }
+
+    /// Decodes and handles whole frames from `input`; returns the bytes used.
+    fn consume(&mut self, input: &[u8], now: Instant, engine: &Engine, out: &mut Outbox) -> usize {
+        if self.input_broken {
+            return input.len();
+        }
+        let max = engine.config.max_message_bytes;
+        let mut used = 0;
+        while self.state != State::Done {
+            match frame::parse(&input[used..], max) {
+                Ok(None) => break,
+                Ok(Some((f, n))) => {
+                    used += n;
+                    self.on_frame(f, now, engine, out);
+                }
+                Err(e) => {
+                    self.close(e.close_code(), &e.to_string(), now, out);
+                    self.input_broken = true;
+                    return input.len();
+                }
+            }
+        }
+        if self.state == State::Done {
+            return input.len();
+        }
+        used
+    }
+
+    fn step(&self) -> WsStep {
+        if self.state == State::Done {
+            WsStep::Done
+        } else {
+            WsStep::Continue
+        }
+    }
+
+    fn on_frame(&mut self, f: Frame, now: Instant, engine: &Engine, out: &mut Outbox) {
+        if let State::Closing { .. } = self.state {
+            // After our close, only the peer's close matters (RFC 6455 §5.5.1).
+            if f.opcode == OpCode::Close {
+                self.state = State::Done;
+            }
+            return;
+        }
+        match f.opcode {
+            OpCode::Text if self.message.is_some() => self.close(
+                CloseCode::Protocol,
+                "new message before the fragmented one ended",
+                now,
+                out,
+            ),
+            OpCode::Text if f.fin => self.on_text(&f.payload, engine, now, out),
+            OpCode::Text => self.message = Some(f.payload),
+            OpCode::Continuation => {
+                let Some(mut msg) = self.message.take() else {
+                    return self.close(
+                        CloseCode::Protocol,
+                        "continuation frame without a message",
+                        now,
+                        out,
+                    );
+                };
+                if msg.len() + f.payload.len() > engine.config.max_message_bytes {
+                    let reason = format!(
+                        "message over the {}-byte limit",
+                        engine.config.max_message_bytes
+                    );
+                    return self.close(CloseCode::TooBig, &reason, now, out);
+                }
+                msg.extend_from_slice(&f.payload);
+                if f.fin {
+                    self.on_text(&msg, engine, now, out);
+                } else {
+                    self.message = Some(msg);
+                }
+            }
+            OpCode::Binary => self.close(
+                CloseCode::Unsupported,
+                "binary messages are not accepted: send JSON text",
+                now,
+                out,
+            ),
+            OpCode::Ping => self.reply(frame::encode(OpCode::Pong, &f.payload), now, out),
+            OpCode::Pong => {}
+            OpCode::Close => {
+                let answer = match frame::parse_close(&f.payload) {
+                    CloseRequest::Empty => frame::encode(OpCode::Close, &[]),
+                    CloseRequest::Code(code) => frame::encode(OpCode::Close, &code.to_be_bytes()),
+                    CloseRequest::Invalid(code) => frame::close(code, "invalid close frame"),
+                };
+                self.discarded += out.push_final(answer);
+                self.state = State::Done;
+            }
+        }
+    }
+
+    fn on_text(&mut self, text: &[u8], engine: &Engine, now: Instant, out: &mut Outbox) {
+        if std::str::from_utf8(text).is_err() {
+            return self.close(
+                CloseCode::InvalidData,
+                "text message is not valid UTF-8",
+                now,
+                out,
+            );
+        }
+        let answer = match message::parse_op(text) {
+            Err(e) => Some(message::error(e.reference.as_deref(), &e.message)),
+            // Acknowledged delivery is not enabled on any subscription yet: nothing to track.
+            Ok(ClientOp::Ack { .. }) => None,
+            Ok(ClientOp::Subscribe { types, reference }) => {
+                Some(self.change_filter(&types, true, reference.as_deref()))
+            }
+            Ok(ClientOp::Unsubscribe { types, reference }) => {
+                Some(self.change_filter(&types, false, reference.as_deref()))
+            }
+            Ok(ClientOp::Publish(mut wire)) => {
+                let reference = wire.reference.take();
+                match wire.into_event().and_then(|ev| engine.bus.publish(&ev)) {
+                    Ok(id) => reference.map(|r| message::published(&r, id)),
+                    Err(e) => Some(message::error(reference.as_deref(), &e.to_string())),
+                }
+            }
+        };
+        if let Some(answer) = answer {
+            self.reply(answer, now, out);
+        }
+    }
+
+    fn change_filter(
+        &mut self,
+        types: &[String],
+        add: bool,
+        reference: Option<&serde_json::value::RawValue>,
+    ) -> Bytes {
+        let mut next = self.filter.clone();
+        for t in types {
+            let pattern = match Pattern::parse(t) {
+                Ok(p) => p,
+                Err(e) => return message::error(reference, &format!("types: {e}")),
+            };
+            if add {
+                if let Err(e) = next.add(pattern) {
+                    return message::error(reference, &format!("types: {e}"));
+                }
+            } else {
+                next.remove(&pattern);
+            }
+        }
+        if next != self.filter {
+            let old = std::mem::replace(&mut self.filter, next);
+            self.replaced_filter.get_or_insert(old);
+        }
+        message::subscribed(reference, &self.types())
+    }
+
+    fn reply(&mut self, frame: Bytes, now: Instant, out: &mut Outbox) {
+        if out.push_control(frame).is_err() {
+            self.close(
+                CloseCode::Policy,
+                "too many unread replies: read from the socket",
+                now,
+                out,
+            );
+        }
+    }
+
+    /// Starts a server-side close with `code` and `reason`.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant, out: &mut Outbox) {
+        if self.state != State::Open {
+            return;
+        }
+        self.discarded += out.push_final(frame::close(code, reason));
+        self.message = None;
+        self.state = State::Closing { since: now };
+    }
+
+    /// Keep-alive and timeouts.
+    pub fn on_tick(&mut self, now: Instant, engine: &Engine, out: &mut Outbox) -> WsStep {
+        let cfg = &engine.config;
+        match self.state {
+            State::Open => {
+                let silent = now.saturating_duration_since(self.last_input);
+                if silent >= cfg.idle_timeout {
+                    self.close(CloseCode::GoingAway, "idle timeout", now, out);
+                } else if silent >= cfg.ping_interval
+                    && !self.ping_outstanding
+                    && out.push_control(frame::encode(OpCode::Ping, b"")).is_ok()
+                {
+                    self.ping_outstanding = true;
+                }
+            }
+            State::Closing { since }
+                if now.saturating_duration_since(since) >= cfg.close_timeout =>
+            {
+                self.state = State::Done
+            }
+            _ => {}
+        }
+        self.step()
+    }
+}
