@@ -1,0 +1,156 @@
+//! Fan-out: many clients, ordering, and isolation from a client that never reads.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+use firehose::Event;
+
+#[test]
+fn hundred_clients_each_receive_every_event_in_increasing_id_order() {
+    const CLIENTS: usize = 100;
+    const EVENTS: u64 = 1_000;
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    let clients: Vec<_> = (0..CLIENTS).map(|_| subscribe(addr, "").0).collect();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            thread::spawn(move || {
+                let mut ids = Vec::with_capacity(EVENTS as usize);
+                let mut notices = Vec::new();
+                while ids.len() < EVENTS as usize {
+                    ids.push(next_event(&mut ws, &mut notices)["id"].as_u64().unwrap());
+                }
+                (ids, notices)
+            })
+        })
+        .collect();
+    let bus = bridge.bus().clone();
+    let publisher = thread::spawn(move || {
+        let ev = Event::new("load.tick", "test")
+            .with_payload(&json!({"pad": "x".repeat(100)}))
+            .unwrap();
+        (0..EVENTS)
+            .map(|_| bus.publish(&ev).unwrap())
+            .collect::<Vec<_>>()
+    });
+    let published = publisher.join().unwrap();
+    for r in readers {
+        let (ids, notices) = r.join().unwrap();
+        assert!(notices.is_empty(), "no drops expected: {notices:?}");
+        assert_eq!(ids, published, "every event, in id order");
+    }
+    let snap = bridge.engine().snapshot();
+    assert_eq!(snap.published, EVENTS);
+    assert!(eventually(Duration::from_secs(5), || bridge
+        .engine()
+        .snapshot()
+        .delivered
+        == EVENTS * CLIENTS as u64));
+    assert_eq!(snap.dropped, 0);
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_hold_back_the_others_and_learns_what_it_missed() {
+    const EVENTS: u64 = 20_000;
+    let bridge = server(|c| c.queue_capacity = 100);
+    let addr = bridge.local_addr();
+    let (mut stalled, _) = subscribe(addr, "");
+    let (mut healthy, _) = subscribe(addr, "");
+    // The healthy client keeps up; the publisher never runs more than a batch ahead of it,
+    // so any drop it saw would be a fault, while the stalled client's queue must overflow.
+    let progress = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&progress);
+    let reader = thread::spawn(move || {
+        let mut ids = HashSet::new();
+        let mut notices = Vec::new();
+        let mut last = 0;
+        while ids.len() < EVENTS as usize {
+            let id = next_event(&mut healthy, &mut notices)["id"]
+                .as_u64()
+                .unwrap();
+            assert!(id > last, "ids strictly increase");
+            last = id;
+            ids.insert(id);
+            seen.store(ids.len() as u64, Ordering::Release);
+        }
+        (ids.len(), notices)
+    });
+    let ev = Event::new("load.big", "test")
+        .with_payload(&"x".repeat(1000))
+        .unwrap();
+    for sent in 1..=EVENTS {
+        bridge.bus().publish(&ev).unwrap();
+        if sent % 50 == 0 {
+            assert!(eventually(Duration::from_secs(20), || progress
+                .load(Ordering::Acquire)
+                + 50
+                >= sent));
+        }
+    }
+    let (count, notices) = reader.join().unwrap();
+    assert_eq!(count, EVENTS as usize, "the healthy client got everything");
+    assert!(notices.is_empty(), "{notices:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || bridge
+            .engine()
+            .snapshot()
+            .dropped
+            > 0),
+        "the stalled client's drops are counted"
+    );
+
+    // Now the stalled client reads. Every id is either received or inside exactly one
+    // `dropped` notice (one per overflow episode; the kernel may open room mid-run, which
+    // ends an episode), and each notice's count matches its range.
+    let mut covered = vec![0u8; EVENTS as usize + 1];
+    let mut received = 0u64;
+    let mut missed = 0u64;
+    while received + missed < EVENTS {
+        let v = next_json(&mut stalled);
+        if v["op"] == "dropped" {
+            let (first, last) = (
+                v["first_id"].as_u64().unwrap(),
+                v["last_id"].as_u64().unwrap(),
+            );
+            assert_eq!(v["count"].as_u64().unwrap(), last - first + 1, "{v}");
+            (first..=last).for_each(|id| covered[id as usize] += 1);
+            missed += last - first + 1;
+        } else {
+            assert!(v.get("op").is_none(), "{v}");
+            covered[v["id"].as_u64().unwrap() as usize] += 1;
+            received += 1;
+        }
+    }
+    assert!(missed > 0);
+    assert!(
+        covered[1..].iter().all(|c| *c == 1),
+        "every id accounted for exactly once"
+    );
+    assert_eq!(bridge.engine().snapshot().dropped, missed);
+}
+
+#[test]
+fn counters_follow_connections() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    let (a, _) = subscribe(addr, "");
+    let (b, _) = subscribe(addr, "");
+    assert!(eventually(Duration::from_secs(5), || bridge
+        .engine()
+        .snapshot()
+        .ws_connected_clients
+        == 2));
+    drop(a);
+    drop(b);
+    assert!(eventually(Duration::from_secs(5), || {
+        let s = bridge.engine().snapshot();
+        s.ws_connected_clients == 0 && s.connections == 0
+    }));
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1:0, real WebSocket (tungstenite) and raw
+//! TCP clients. One binary (each links the whole crate), a module per area.
+
+mod support;
+
+mod delivery;
+mod hygiene;
+mod malformed;
+mod publish;

@@ -1,0 +1,166 @@
+//! Bad input gets a clear answer, never a panic, and loses nothing else.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+use firehose::Event;
+
+fn error_of(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("JSON error body");
+    v["error"].as_str().expect("error field").to_owned()
+}
+
+#[test]
+fn bad_http_gets_json_errors_with_the_right_status() {
+    let bridge = server(|c| {
+        c.max_header_bytes = 2048;
+        c.max_body_bytes = 1000;
+    });
+    let addr = bridge.local_addr();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"\x16\x03\x01 not http\r\n\r\n".to_vec(), 400, "malformed"),
+        (format!("GET /health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(3000)).into_bytes(), 431, "limit"),
+        (b"POST /publish HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".to_vec(), 413, "limit"),
+        (b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 411, "Content-Length"),
+        (b"POST /publish HTTP/1.1\r\nContent-Length: 3\r\n\r\n{x}".to_vec(), 400, "not an event"),
+        (b"GET /nope HTTP/1.1\r\n\r\n".to_vec(), 404, "no route"),
+        (b"DELETE /publish HTTP/1.1\r\n\r\n".to_vec(), 405, "not allowed"),
+        (b"GET /ws/events HTTP/1.1\r\n\r\n".to_vec(), 426, "WebSocket"),
+        (
+            b"GET /ws/events HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
+            400,
+            "Sec-WebSocket-Key",
+        ),
+        (
+            b"GET /ws/events HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n".to_vec(),
+            426,
+            "version 13",
+        ),
+        (
+            b"GET /ws/events?tpyes=a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
+            400,
+            "unknown query parameter",
+        ),
+        (
+            b"GET /ws/events?types=a*b HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
+            400,
+            "types",
+        ),
+    ];
+    for (req, status, needle) in cases {
+        let (got, head, body) = http_raw(addr, &req);
+        assert_eq!(
+            got,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&req[..req.len().min(60)])
+        );
+        assert!(head.contains("application/json"));
+        let msg = error_of(&body);
+        assert!(
+            msg.contains(needle),
+            "{status}: {msg:?} should mention {needle:?}"
+        );
+    }
+    // The server is still fine.
+    assert_eq!(http_json(addr, "GET", "/health", "").0, 200);
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = r#"{"event_type":"a","source":"s"}"#;
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Two pipelined requests, then a health check that closes.
+    s.write_all(format!("{req}{req}GET /health HTTP/1.1\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    assert!(out.contains(r#"{"ids":[1]}"#) && out.contains(r#"{"ids":[2]}"#));
+}
+
+#[test]
+fn websocket_protocol_violations_close_with_the_right_code() {
+    let bridge = server(|c| c.max_message_bytes = 1024);
+    let addr = bridge.local_addr();
+    let mut unmasked = vec![0x81, 0x02];
+    unmasked.extend_from_slice(b"hi");
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (unmasked, 1002),
+        (client_frame(true, 0x2, b"\x00\x01"), 1003),
+        (client_frame(true, 0x1, b"\xff\xfe"), 1007),
+        (client_frame(true, 0x1, &[b'a'; 2000]), 1009),
+        (
+            [
+                client_frame(false, 0x1, &[b'a'; 600]),
+                client_frame(true, 0x0, &[b'a'; 600]),
+            ]
+            .concat(),
+            1009,
+        ),
+        (client_frame(true, 0x0, b"stray"), 1002),
+        (client_frame(true, 0x3, b""), 1002),
+        (client_frame(false, 0x9, b""), 1002),
+        (
+            {
+                let mut f = client_frame(true, 0x1, b"x");
+                f[0] |= 0x40;
+                f
+            },
+            1002,
+        ),
+    ];
+    for (bytes, code) in cases {
+        let mut s = raw_ws(addr, "");
+        s.write_all(&bytes).unwrap();
+        let (got, reason) = read_until_close(&mut s);
+        assert_eq!(got, code, "reason {reason:?}");
+        assert!(!reason.is_empty());
+    }
+    // Nobody else was disturbed.
+    let (mut ws, _) = subscribe(addr, "");
+    bridge.bus().publish(&Event::new("still.ok", "t")).unwrap();
+    assert_eq!(
+        next_event(&mut ws, &mut Vec::new())["event_type"],
+        "still.ok"
+    );
+}
+
+#[test]
+fn bad_control_messages_are_answered_and_the_connection_stays() {
+    let bridge = server(|_| {});
+    let (mut ws, _) = subscribe(bridge.local_addr(), "");
+    ws.send(tungstenite::Message::text("not json")).unwrap();
+    let e = next_json(&mut ws);
+    assert_eq!(e["op"], "error");
+    assert!(e["error"].as_str().unwrap().contains("JSON"));
+    send_json(&mut ws, json!({"op":"teleport","ref":"x"}));
+    let e = next_json(&mut ws);
+    assert_eq!(
+        (e["op"].as_str(), e["ref"].as_str()),
+        (Some("error"), Some("x"))
+    );
+    assert!(e["error"].as_str().unwrap().contains("unknown op"));
+    // A fragmented publish within the limit is reassembled.
+    let (mut raw, _) = (raw_ws(bridge.local_addr(), "?types=frag"), ());
+    let msg = br#"{"op":"publish","event_type":"frag","source":"s","ref":1}"#;
+    raw.write_all(
+        &[
+            client_frame(false, 0x1, &msg[..10]),
+            client_frame(true, 0x9, b"p"),
+            client_frame(true, 0x0, &msg[10..]),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let mut notices = Vec::new();
+    assert_eq!(next_event(&mut ws, &mut notices)["event_type"], "frag");
+}

@@ -1,0 +1,211 @@
+//! Shared client helpers.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use firehose::{Bridge, Builder, Config};
+use serde_json::Value;
+use tungstenite::{Message, WebSocket};
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// A server on a free port with 2 unpinned I/O threads and `tweak` applied.
+pub fn server(tweak: impl FnOnce(&mut Config)) -> Bridge {
+    let mut config = Config {
+        port: 0,
+        io_threads: 2,
+        pin_threads: false,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    Builder::default()
+        .config(config)
+        .start()
+        .expect("server starts")
+}
+
+/// Connects a WebSocket subscriber with `query` and returns it with its welcome notice.
+pub fn subscribe(addr: SocketAddr, query: &str) -> (Ws, Value) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let url = format!("ws://{addr}/ws/events{query}");
+    let (mut ws, resp) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let welcome = next_json(&mut ws);
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
+/// The next text message as JSON (pings are answered by tungstenite and skipped).
+pub fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("JSON text"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+/// The next event (skipping control notices, which are returned through `notices`).
+pub fn next_event(ws: &mut Ws, notices: &mut Vec<Value>) -> Value {
+    loop {
+        let v = next_json(ws);
+        if v.get("op").is_some() {
+            notices.push(v);
+        } else {
+            return v;
+        }
+    }
+}
+
+/// Sends a JSON text message.
+pub fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).unwrap();
+}
+
+/// One HTTP exchange on a fresh connection: returns (status, headers, body).
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+        if let Some(head_end) = find(&out, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..head_end]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if out.len() >= head_end + 4 + len {
+                let status = head[9..12].parse().unwrap();
+                return (status, head, out[head_end + 4..head_end + 4 + len].to_vec());
+            }
+        }
+    }
+    panic!(
+        "incomplete HTTP response: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+/// `METHOD path` with a JSON body; returns (status, JSON body).
+pub fn http_json(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let (status, _, body) = http_raw(addr, req.as_bytes());
+    (status, serde_json::from_slice(&body).expect("JSON body"))
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A raw TCP connection upgraded to WebSocket by hand (for sending what tungstenite won't).
+pub fn raw_ws(addr: SocketAddr, query: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /ws/events{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    // Read the 101 and the welcome frame.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find(&got, b"\"op\":\"welcome\"").is_none() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed during handshake");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    out
+}
+
+/// Reads server frames from a raw stream until a close frame; returns (code, reason).
+pub fn read_until_close(s: &mut TcpStream) -> (u16, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        // Walk complete frames.
+        let mut at = 0;
+        while got.len() >= at + 2 {
+            let op = got[at] & 0x0F;
+            let (len, hl) = match got[at + 1] & 0x7F {
+                126 if got.len() >= at + 4 => {
+                    (u16::from_be_bytes([got[at + 2], got[at + 3]]) as usize, 4)
+                }
+                127 if got.len() >= at + 10 => (
+                    u64::from_be_bytes(got[at + 2..at + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if got.len() < at + hl + len {
+                break;
+            }
+            let payload = &got[at + hl..at + hl + len];
+            if op == 0x8 {
+                let code = if payload.len() >= 2 {
+                    u16::from_be_bytes([payload[0], payload[1]])
+                } else {
+                    1005
+                };
+                let reason =
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).to_string();
+                return (code, reason);
+            }
+            at += hl + len;
+        }
+        got.drain(..at);
+        match s.read(&mut buf) {
+            Ok(0) => panic!("connection closed without a close frame"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+}
