@@ -1,0 +1,269 @@
+//! The data structures under load and against oracles: a multi-threaded stress test of the
+//! log that counts every item, and proptest operation sequences for the log and the outbox
+//! against simple `VecDeque` models.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::thread;
+
+use bytes::Bytes;
+use firehose::log::{EventLog, Read, Sequenced};
+use firehose::outbox::{Episode, Outbox, Refused};
+use proptest::prelude::*;
+
+#[derive(Debug)]
+struct Item {
+    seq: u64,
+    publisher: u64,
+    n: u64,
+}
+
+impl Sequenced for Item {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Follows the log to `total` entries; returns (values read in order, ids skipped by laps).
+fn follow(log: &EventLog<Item>, total: u64) -> (Vec<(u64, u64, u64)>, u64) {
+    let mut cursor = 1;
+    let mut got = Vec::new();
+    let mut skipped = 0;
+    while cursor <= total {
+        match log.read(cursor, |v| (v.seq, v.publisher, v.n)) {
+            Read::Ready(v) => {
+                got.push(v);
+                cursor += 1;
+            }
+            Read::Lapped { resume_at } => {
+                skipped += resume_at - cursor;
+                cursor = resume_at;
+            }
+            Read::Pending => std::hint::spin_loop(),
+        }
+    }
+    (got, skipped)
+}
+
+fn stress(capacity: usize, publishers: u64, per_publisher: u64, readers: usize) {
+    let log = Arc::new(EventLog::<Item>::with_capacity(capacity));
+    let total = publishers * per_publisher;
+    let reader_handles: Vec<_> = (0..readers)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || follow(&log, total))
+        })
+        .collect();
+    let publisher_handles: Vec<_> = (0..publishers)
+        .map(|p| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                (0..per_publisher)
+                    .map(|n| {
+                        log.append_with(|seq| Item {
+                            seq,
+                            publisher: p,
+                            n,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all_ids: Vec<u64> = publisher_handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all_ids.sort_unstable();
+    assert_eq!(
+        all_ids,
+        (1..=total).collect::<Vec<_>>(),
+        "every append got a distinct id"
+    );
+    for r in reader_handles {
+        let (got, skipped) = r.join().unwrap();
+        assert_eq!(
+            got.len() as u64 + skipped,
+            total,
+            "every id read or reported lost"
+        );
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "ids increase");
+        // Each publisher's items appear in its own order.
+        for p in 0..publishers {
+            let mine: Vec<u64> = got.iter().filter(|v| v.1 == p).map(|v| v.2).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]));
+        }
+        if capacity as u64 >= total {
+            assert_eq!(skipped, 0, "a log that holds everything loses nothing");
+        }
+    }
+}
+
+#[test]
+fn log_stress_without_wrapping_delivers_every_item_to_every_reader() {
+    stress(1 << 18, 4, 50_000, 2);
+}
+
+#[test]
+fn log_stress_with_wrapping_accounts_for_every_item() {
+    stress(64, 4, 50_000, 2);
+}
+
+#[derive(Debug, Clone)]
+enum LogOp {
+    Append,
+    Read(u64),
+}
+
+proptest! {
+    /// Single-threaded op sequences against a VecDeque of the retained values.
+    #[test]
+    fn log_matches_a_retention_window_oracle(
+        capacity in 2usize..16,
+        ops in proptest::collection::vec(prop_oneof![Just(LogOp::Append), (0u64..40).prop_map(LogOp::Read)], 1..200),
+    ) {
+        let log = EventLog::<Item>::with_capacity(capacity);
+        let cap = log.capacity();
+        let mut oracle: VecDeque<u64> = VecDeque::new();
+        let mut next = 1;
+        for op in ops {
+            match op {
+                LogOp::Append => {
+                    let id = log.append_with(|seq| Item { seq, publisher: 0, n: seq });
+                    prop_assert_eq!(id, next);
+                    oracle.push_back(id);
+                    if oracle.len() > cap {
+                        oracle.pop_front();
+                    }
+                    next += 1;
+                }
+                LogOp::Read(s) => {
+                    let got = log.read(s, |v| v.n);
+                    let expect = if s >= next || s == 0 && oracle.is_empty() {
+                        Read::Pending
+                    } else if oracle.contains(&s) {
+                        Read::Ready(s)
+                    } else {
+                        Read::Lapped { resume_at: oracle.front().copied().unwrap_or(next).max(s + 1) }
+                    };
+                    if s == 0 {
+                        // 0 is never an id: nothing is there, or an older id is.
+                        prop_assert!(!matches!(got, Read::Ready(_)));
+                    } else {
+                        prop_assert_eq!(got, expect);
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(log.last_seq(), next - 1);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum OutOp {
+    Event,
+    Control,
+    Write(usize),
+    Final,
+}
+
+fn notice(e: &Episode) -> Bytes {
+    Bytes::from(format!("D{}:{}-{};", e.count, e.first_id, e.last_id))
+}
+
+/// Writes up to `budget` bytes from the outbox into `wire`.
+fn write(o: &mut Outbox, budget: usize, wire: &mut Vec<u8>) -> u64 {
+    let mut iov = [IoSlice::new(&[]); 8];
+    let n = o.gather(&mut iov);
+    let mut left = budget;
+    for s in &iov[..n] {
+        let take = s.len().min(left);
+        wire.extend_from_slice(&s[..take]);
+        left -= take;
+    }
+    o.advance(budget - left).events
+}
+
+proptest! {
+    /// Random pushes and short writes; then everything on the wire is checked against a
+    /// model: accepted events in push order and unsplit, control frames in push order,
+    /// every refused event inside exactly one notice, and the event counts agree.
+    #[test]
+    fn outbox_output_matches_the_model(
+        capacity in 1usize..8,
+        ops in proptest::collection::vec(prop_oneof![
+            4 => Just(OutOp::Event),
+            1 => Just(OutOp::Control),
+            3 => (1usize..40).prop_map(OutOp::Write),
+            1 => Just(OutOp::Final).prop_filter("rare", |_| true),
+        ], 1..120),
+    ) {
+        let mut o = Outbox::new(capacity, notice);
+        let mut wire = Vec::new();
+        let mut accepted: VecDeque<u64> = VecDeque::new();
+        let mut refused = Vec::new();
+        let mut controls = 0u64;
+        let mut written_events = 0u64;
+        let mut next_id = 1u64;
+        let mut closed = false;
+        for op in ops {
+            match op {
+                OutOp::Event => {
+                    let id = next_id;
+                    next_id += 1;
+                    match o.push_event(Bytes::from(format!("E{id};")), id) {
+                        Ok(()) => accepted.push_back(id),
+                        Err(Refused::Full) => refused.push(id),
+                        Err(Refused::Closing) => prop_assert!(closed),
+                    }
+                    prop_assert!(o.queued_events() <= capacity + 1);
+                }
+                OutOp::Control => {
+                    if o.push_control(Bytes::from(format!("C{controls};"))).is_ok() {
+                        controls += 1;
+                    } else {
+                        prop_assert!(closed);
+                    }
+                }
+                OutOp::Write(n) => written_events += write(&mut o, n, &mut wire),
+                OutOp::Final => {
+                    if !closed {
+                        let discarded = o.push_final(Bytes::from_static(b"F;"));
+                        // Discarded events are the accepted ones not yet (fully) on the wire.
+                        for _ in 0..discarded {
+                            accepted.pop_back();
+                        }
+                        closed = true;
+                    }
+                }
+            }
+        }
+        while !o.is_empty() {
+            written_events += write(&mut o, 7, &mut wire);
+        }
+        let text = String::from_utf8(wire).unwrap();
+        let tokens: Vec<&str> = text.split_terminator(';').collect();
+        let events: Vec<u64> = tokens.iter().filter_map(|t| t.strip_prefix('E')).map(|t| t.parse().unwrap()).collect();
+        let ctrl: Vec<u64> = tokens.iter().filter_map(|t| t.strip_prefix('C')).map(|t| t.parse().unwrap()).collect();
+        prop_assert_eq!(&events, &accepted.iter().copied().collect::<Vec<_>>(), "accepted events, in order, unsplit");
+        prop_assert_eq!(written_events, events.len() as u64);
+        prop_assert_eq!(ctrl, (0..controls).collect::<Vec<_>>());
+        if closed {
+            prop_assert_eq!(tokens.last().copied(), Some("F"), "the final frame is last");
+        }
+        // Every refused id is in exactly one notice (unless closing discarded the episode).
+        let mut noticed = Vec::new();
+        for t in tokens.iter().filter_map(|t| t.strip_prefix('D')) {
+            let (count, range) = t.split_once(':').unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            let in_range: Vec<u64> = refused.iter().copied().filter(|r| (a..=b).contains(r)).collect();
+            prop_assert_eq!(count.parse::<u64>().unwrap(), in_range.len() as u64);
+            noticed.extend(in_range);
+        }
+        if !closed {
+            prop_assert_eq!(noticed, refused);
+        }
+    }
+}
