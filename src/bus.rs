@@ -70,8 +70,8 @@ impl Bus {
         &self.inner.log
     }
 
-    /// The I/O thread sleepers, in thread order.
-    pub(crate) fn sleeper(&self, i: usize) -> &Sleeper {
+    /// The sleeper of I/O thread `i` (publishers wake it through its idle flag).
+    pub fn sleeper(&self, i: usize) -> &Sleeper {
         &self.inner.sleepers[i]
     }
 

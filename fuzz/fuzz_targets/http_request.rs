@@ -1,0 +1,19 @@
+//! HTTP request heads, query strings and the WebSocket handshake check: never panic,
+//! never claim more bytes than given, and a parsed head re-parses to the same request.
+#![no_main]
+use firehose::http::query;
+use firehose::http::request::{parse_head, Limits};
+use firehose::ws::handshake;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits { max_header_bytes: 4096, max_body_bytes: 1 << 20 };
+    if let Ok(Some((req, used))) = parse_head(data, &limits) {
+        assert!(used <= data.len());
+        assert_eq!(parse_head(&data[..used], &limits), Ok(Some((req.clone(), used))));
+        for pair in query::pairs(&req.query) {
+            let _ = pair;
+        }
+        let _ = handshake::accept(&req);
+    }
+});
