@@ -14,7 +14,7 @@ use crate::ws::message;
 use crate::ws::session::WsSession;
 
 /// Frames gathered into one `writev` (the kernel takes at most 1,024).
-const IOV_BATCH: usize = 256;
+const IOV_BATCH: usize = 1024;
 
 /// Which protocol the connection speaks now.
 #[derive(Debug)]

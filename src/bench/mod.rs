@@ -1,0 +1,385 @@
+//! `firehose bench`: the end-to-end load generator.
+//!
+//! Opens N WebSocket subscribers (spread over loopback source addresses 127.0.0.2, …),
+//! K of them never reading, and M publishers sending `{"op":"publish"}` frames whose payload
+//! carries a monotonic timestamp; measures delivered events/s and publish→receive latency
+//! (sampled), and, with `--server-pid`, the server's CPU seconds and RSS. Prints a progress
+//! line each second, then a table and one JSON line.
+//!
+//! The generator counts frames from their headers alone (no copy, no per-message
+//! allocation) and handles many connections per thread, so it is not the bottleneck it
+//! measures; with the server on one core and this on the other, compare ratios in one run.
+
+mod client;
+mod frames;
+mod publisher;
+mod subscribers;
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use client::Target;
+
+/// `firehose bench` flags.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// WebSocket endpoint of the server under test.
+    #[arg(long, default_value = "ws://127.0.0.1:8765/ws/events")]
+    pub target: String,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Of the subscribers, how many connect and then never read (slow consumers).
+    #[arg(long, default_value_t = 0)]
+    pub slow: usize,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Event payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Events per second across all publishers; 0 = as fast as the server takes them.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Unconfirmed publishes allowed in flight per publisher (64 to 16384).
+    #[arg(long, default_value_t = 4096)]
+    pub window: u64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Threads reading subscriber connections.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// Loopback source addresses to spread connections over (127.0.0.2 …); 0 = the default.
+    #[arg(long, default_value_t = 8)]
+    pub source_addrs: usize,
+    /// The server's process id, to report its CPU seconds and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Event type to publish (subscribers subscribe to it).
+    #[arg(long, default_value = "bench.tick")]
+    pub event_type: String,
+}
+
+/// Why a bench run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad `--target`.
+    #[error("--target {0:?} is not ws://HOST:PORT[/PATH]")]
+    Target(String),
+    /// A flag out of range.
+    #[error("{0}")]
+    Flag(String),
+    /// Could not connect.
+    #[error("cannot connect to {0}: {1} (is the server running? for many connections raise `ulimit -n`)")]
+    Connect(SocketAddr, std::io::Error),
+    /// The server refused the upgrade.
+    #[error("the server refused the WebSocket upgrade: {0}")]
+    Handshake(String),
+    /// A publisher failed.
+    #[error("publisher: {0}")]
+    Publish(String),
+    /// A client thread failed.
+    #[error("client thread: {0}")]
+    Client(String),
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Events published during the measurement.
+    pub published: u64,
+    /// Events received by all subscribers during the measurement.
+    pub delivered: u64,
+    /// Notices (`dropped`, …) received.
+    pub notices: u64,
+    /// Latency histogram (µs).
+    pub latency: Histogram<u64>,
+    /// Server CPU seconds during the measurement.
+    pub server_cpu_s: Option<f64>,
+    /// Server RSS at the end, KiB.
+    pub server_rss_kib: Option<u64>,
+    /// Server RSS growth during the measurement, KiB.
+    pub server_rss_growth_kib: Option<i64>,
+}
+
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> i64 {
+    // SAFETY: sysconf only reads a configuration value; it has no pointer arguments.
+    #[allow(unsafe_code)]
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t
+    } else {
+        100
+    }
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs the bench described by `args` and prints its report.
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let report = measure(args)?;
+    print_report(args, &report);
+    Ok(())
+}
+
+/// Runs the bench and returns what it measured (progress lines go to stderr).
+pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
+    if !(64..=16_384).contains(&args.window) {
+        return Err(BenchError::Flag(
+            "--window must be between 64 and 16384".into(),
+        ));
+    }
+    if args.slow > args.subscribers
+        || args.subscribers == 0
+        || args.publishers == 0
+        || args.client_threads == 0
+    {
+        return Err(BenchError::Flag(
+            "--subscribers, --publishers and --client-threads must be at least 1, and --slow at most --subscribers".into(),
+        ));
+    }
+    if !(args.duration > 0.0 && args.duration.is_finite() && args.warmup >= 0.0 && args.rate >= 0.0)
+    {
+        return Err(BenchError::Flag(
+            "--duration must be positive; --warmup and --rate not negative".into(),
+        ));
+    }
+    let (soft, _) = raise_fd_limit();
+    let needed = (args.subscribers + args.publishers + 64) as u64;
+    if soft < needed {
+        return Err(BenchError::Flag(format!(
+            "{needed} sockets need `ulimit -n` of at least that; it is {soft}"
+        )));
+    }
+    let target = Target::parse(&args.target)?;
+    let query = format!("types={}", args.event_type);
+    let base = Instant::now();
+    eprintln!(
+        "bench: connecting {} subscribers ({} never reading) to {}",
+        args.subscribers, args.slow, target.addr
+    );
+    let mut slow = Vec::new();
+    let mut groups: Vec<Vec<(TcpStream, Vec<u8>)>> =
+        (0..args.client_threads).map(|_| Vec::new()).collect();
+    for i in 0..args.subscribers {
+        let conn = client::connect(
+            &target,
+            &query,
+            client::source_for(&target, i, args.source_addrs),
+        )?;
+        if i < args.slow {
+            slow.push(conn);
+        } else {
+            groups[i % args.client_threads].push(conn);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    let mut reader_totals = Vec::new();
+    for (i, conns) in groups
+        .into_iter()
+        .enumerate()
+        .filter(|(_, g)| !g.is_empty())
+    {
+        let totals = Arc::new(subscribers::Totals::default());
+        reader_totals.push(Arc::clone(&totals));
+        let (stop, measuring) = (Arc::clone(&stop), Arc::clone(&measuring));
+        readers.push(
+            std::thread::Builder::new()
+                .name(format!("bench-sub-{i}"))
+                .spawn(move || subscribers::run(conns, totals, base, measuring, stop))
+                .map_err(|e| BenchError::Client(e.to_string()))?,
+        );
+    }
+    let plan = publisher::Plan {
+        payload_bytes: args.payload_bytes,
+        window: args.window,
+        rate: (args.rate > 0.0).then(|| args.rate / args.publishers as f64),
+        event_type: args.event_type.clone(),
+    };
+    let mut pubs = Vec::new();
+    let mut pub_totals = Vec::new();
+    for i in 0..args.publishers {
+        // Publishers subscribe to a type nobody publishes, so they receive only answers.
+        let (stream, _) = client::connect(
+            &target,
+            "types=bench.publisher.answers-only",
+            client::source_for(&target, args.subscribers + i, args.source_addrs),
+        )?;
+        let sent = Arc::new(publisher::Sent::default());
+        pub_totals.push(Arc::clone(&sent));
+        let (plan, stop) = (plan.clone(), Arc::clone(&stop));
+        pubs.push(std::thread::spawn(move || {
+            publisher::run(stream, plan, sent, base, stop)
+        }));
+    }
+    let delivered = || {
+        reader_totals
+            .iter()
+            .map(|t| t.events.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let notices = || {
+        reader_totals
+            .iter()
+            .map(|t| t.notices.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let published = || {
+        pub_totals
+            .iter()
+            .map(|t| t.sent.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    std::thread::sleep(Duration::from_secs_f64(args.warmup));
+    measuring.store(true, Ordering::Relaxed);
+    let cpu0 = args.server_pid.and_then(proc_cpu_seconds);
+    let rss0 = args.server_pid.and_then(proc_rss_kib);
+    let (d0, n0, p0, t0) = (delivered(), notices(), published(), Instant::now());
+    let end = t0 + Duration::from_secs_f64(args.duration);
+    let (mut last_d, mut last_p, mut last_t) = (d0, p0, t0);
+    while Instant::now() < end {
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
+        let (d, p, now) = (delivered(), published(), Instant::now());
+        let dt = now.duration_since(last_t).as_secs_f64().max(1e-9);
+        eprintln!(
+            "bench: {:>5.1}s  delivered {:>12.0}/s  published {:>10.0}/s  notices {}",
+            now.duration_since(t0).as_secs_f64(),
+            (d - last_d) as f64 / dt,
+            (p - last_p) as f64 / dt,
+            notices() - n0
+        );
+        (last_d, last_p, last_t) = (d, p, now);
+        if pubs.iter().any(|h| h.is_finished()) {
+            break;
+        }
+    }
+    let (d1, n1, p1, t1) = (delivered(), notices(), published(), Instant::now());
+    measuring.store(false, Ordering::Relaxed);
+    let cpu1 = args.server_pid.and_then(proc_cpu_seconds);
+    let rss1 = args.server_pid.and_then(proc_rss_kib);
+    stop.store(true, Ordering::Relaxed);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for h in pubs {
+        h.join()
+            .map_err(|_| BenchError::Client("publisher panicked".into()))??;
+    }
+    for r in readers {
+        let hist = r
+            .join()
+            .map_err(|_| BenchError::Client("reader panicked".into()))?
+            .map_err(|e| BenchError::Client(e.to_string()))?;
+        latency
+            .add(&hist)
+            .map_err(|e| BenchError::Client(e.to_string()))?;
+    }
+    drop(slow);
+    Ok(Report {
+        seconds: t1.duration_since(t0).as_secs_f64(),
+        published: p1 - p0,
+        delivered: d1 - d0,
+        notices: n1 - n0,
+        latency,
+        server_cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
+        server_rss_kib: rss1,
+        server_rss_growth_kib: rss0.zip(rss1).map(|(a, b)| b as i64 - a as i64),
+    })
+}
+
+fn print_report(args: &BenchArgs, r: &Report) {
+    let q = |p: f64| r.latency.value_at_quantile(p);
+    let rate = |n: u64| n as f64 / r.seconds;
+    println!();
+    println!(
+        "  subscribers        {} ({} never reading)",
+        args.subscribers, args.slow
+    );
+    println!(
+        "  publishers         {} (payload {} B, {})",
+        args.publishers,
+        args.payload_bytes,
+        if args.rate > 0.0 {
+            format!("{} ev/s", args.rate)
+        } else {
+            "as fast as taken".into()
+        }
+    );
+    println!("  measured           {:.1} s", r.seconds);
+    println!("  published          {:>14.0} ev/s", rate(r.published));
+    println!("  delivered          {:>14.0} msg/s", rate(r.delivered));
+    println!(
+        "  latency p50 / p99  {} / {} µs (max {} µs, {} samples)",
+        q(0.5),
+        q(0.99),
+        r.latency.max(),
+        r.latency.len()
+    );
+    if let Some(cpu) = r.server_cpu_s {
+        println!("  server CPU         {cpu:.2} s");
+    }
+    if let (Some(rss), Some(growth)) = (r.server_rss_kib, r.server_rss_growth_kib) {
+        println!("  server RSS         {rss} KiB (growth {growth} KiB)");
+    }
+    let line = json!({
+        "subscribers": args.subscribers, "slow": args.slow, "publishers": args.publishers,
+        "payload_bytes": args.payload_bytes, "rate": args.rate, "seconds": r.seconds,
+        "published": r.published, "published_per_s": rate(r.published),
+        "delivered": r.delivered, "delivered_per_s": rate(r.delivered), "notices": r.notices,
+        "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": r.latency.max(), "samples": r.latency.len()},
+        "server": {"cpu_s": r.server_cpu_s, "rss_kib": r.server_rss_kib, "rss_growth_kib": r.server_rss_growth_kib},
+    });
+    println!("{line}");
+}
+
+/// Raises the open-files soft limit to the hard limit; returns (soft, hard) after.
+pub fn raise_fd_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the rlimit struct passed by pointer,
+    // which lives on this stack frame for the duration of each call.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (0, 0);
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    (lim.rlim_cur, lim.rlim_max)
+}
