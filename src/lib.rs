@@ -30,7 +30,7 @@
 //! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
 //! * `io` — sockets and mio: listeners, connections, the event loop (private).
 //! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
-//! * [`bench`] — the end-to-end load generator behind `firehose bench`.
+//! * [`bench`](mod@bench) — the end-to-end load generator behind `firehose bench`.
 //!
 //! ## Invariants
 //!

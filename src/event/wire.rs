@@ -110,6 +110,17 @@ mod tests {
     }
 
     #[test]
+    fn payloads_pass_through_byte_for_byte() {
+        // Valid JSON that serde_json's Value could not hold (the number) or would reorder.
+        let body = br#"{"event_type":"a","source":"s","payload":{"z":1,"n":123456789012345678901234567890,"a":[1.50]}}"#;
+        let ev = parse_publish_body(body, 1).unwrap().remove(0);
+        assert_eq!(
+            ev.payload.get(),
+            r#"{"z":1,"n":123456789012345678901234567890,"a":[1.50]}"#
+        );
+    }
+
+    #[test]
     fn refusals_say_why() {
         let err = |b: &[u8]| parse_publish_body(b, 2).unwrap_err().to_string();
         assert!(err(b"").contains("JSON object"));
