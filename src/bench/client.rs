@@ -107,18 +107,5 @@ pub fn source_for(target: &Target, i: usize, spread: usize) -> Option<IpAddr> {
 
 /// Masks and frames one client text message (RFC 6455 requires clients to mask).
 pub fn text_frame(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
-    out.push(0x81);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    crate::ws::frame::encode_masked(out, 0x81, payload, key);
 }

@@ -40,6 +40,10 @@ pub struct Connection {
     pub(crate) finish_by: Option<Instant>,
     /// Our FIN has been sent; what the peer still sends is read and discarded.
     pub(crate) write_shut: bool,
+    /// After the final output, wait for the peer's FIN (HTTP: a reset could destroy the
+    /// answer while the peer is still sending). A finished WebSocket close handshake needs
+    /// no wait: the server closes first (RFC 6455 §7.1.1).
+    pub(crate) linger: bool,
 }
 
 fn dropped_notice(e: &Episode) -> Bytes {
@@ -58,6 +62,7 @@ impl Connection {
             routed: false,
             finish_by: None,
             write_shut: false,
+            linger: true,
         }
     }
 
@@ -79,13 +84,18 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        if self.finish_by.is_some() && self.outbox.is_empty() && !self.write_shut {
+        if self.finish_by.is_some() && self.outbox.is_empty() && self.linger && !self.write_shut {
             // Everything is out: send FIN, then wait for the peer's (lingering close, so a
             // final response is not destroyed by a reset).
             self.write_shut = true;
             let _ = self.stream.shutdown(Shutdown::Write);
         }
         Ok(total)
+    }
+
+    /// Whether the connection is over and everything is written: drop it now.
+    pub fn is_done(&self) -> bool {
+        self.finish_by.is_some() && self.outbox.is_empty() && !self.linger
     }
 
     /// Reads once into `buf`. `Ok(None)` = would block.

@@ -217,7 +217,10 @@ impl EventLoop {
         conn.dirty = false;
         match conn.flush() {
             Ok(p) => {
-                ThreadCounters::add(&self.engine.counters.thread(self.index).delivered, p.events)
+                ThreadCounters::add(&self.engine.counters.thread(self.index).delivered, p.events);
+                if conn.is_done() {
+                    self.remove(key);
+                }
             }
             Err(_) => self.remove(key),
         }
@@ -313,6 +316,7 @@ impl EventLoop {
                     conn.routed = true;
                     conn.last_routed = last_id;
                     conn.phase = Phase::Ws(ws);
+                    conn.linger = false;
                     engine
                         .counters
                         .thread(self.index)

@@ -236,6 +236,25 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Encodes a masked frame as a client sends it. `head` is the first header byte (FIN, RSV
+/// and opcode bits), taken raw so tests can also build frames the server must refuse.
+pub fn encode_masked(out: &mut Vec<u8>, head: u8, payload: &[u8], key: [u8; 4]) {
+    out.push(head);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+}
+
 /// A close frame with `code` and a reason (cut to fit a control frame at a char boundary).
 pub fn close(code: CloseCode, reason: &str) -> Bytes {
     let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
@@ -284,20 +303,8 @@ mod tests {
 
     /// A masked client frame, as a browser would send it.
     pub(crate) fn client_frame(fin: bool, op: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-        let mut out = vec![(if fin { 0x80 } else { 0 }) | op];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        let mut out = Vec::new();
+        encode_masked(&mut out, if fin { 0x80 | op } else { op }, payload, key);
         out
     }
 

@@ -61,17 +61,7 @@ fn http_publish_answers_ids_and_delivers_in_order() {
         .map(|v| v.as_u64().unwrap())
         .collect();
     assert_eq!(ids, [first + 1, first + 2, first + 3]);
-    let mut notices = Vec::new();
-    let types: Vec<String> = (0..4)
-        .map(|_| {
-            next_event(&mut ws, &mut notices)["event_type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    assert_eq!(types, ["a.b", "a", "b", "c"]);
-    assert!(notices.is_empty());
+    assert_eq!(next_types(&mut ws, 4), ["a.b", "a", "b", "c"]);
 
     // A batch with one bad event publishes nothing.
     let bad = r#"[{"event_type":"ok","source":"s"},{"event_type":"bad type","source":"s"}]"#;
@@ -137,17 +127,8 @@ fn filters_select_by_exact_type_and_prefix_and_change_with_subscribe() {
     ] {
         bridge.bus().publish(&Event::new(t, "test")).unwrap();
     }
-    let mut notices = Vec::new();
-    let got: Vec<String> = (0..3)
-        .map(|_| {
-            next_event(&mut ws, &mut notices)["event_type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
     assert_eq!(
-        got,
+        next_types(&mut ws, 3),
         ["workflow.step", "agent.started", "workflow.step.completed"]
     );
 
@@ -175,9 +156,5 @@ fn filters_select_by_exact_type_and_prefix_and_change_with_subscribe() {
     for t in ["workflow.step", "other", "agent.started"] {
         bridge.bus().publish(&Event::new(t, "test")).unwrap();
     }
-    assert_eq!(next_event(&mut ws, &mut notices)["event_type"], "other");
-    assert_eq!(
-        next_event(&mut ws, &mut notices)["event_type"],
-        "agent.started"
-    );
+    assert_eq!(next_types(&mut ws, 2), ["other", "agent.started"]);
 }

@@ -62,6 +62,21 @@ pub fn next_event(ws: &mut Ws, notices: &mut Vec<Value>) -> Value {
     }
 }
 
+/// The types of the next `n` events; fails on any notice in between.
+pub fn next_types(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut notices = Vec::new();
+    let types = (0..n)
+        .map(|_| {
+            next_event(ws, &mut notices)["event_type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+    types
+}
+
 /// Sends a JSON text message.
 pub fn send_json(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).unwrap();
@@ -147,21 +162,13 @@ pub fn raw_ws(addr: SocketAddr, query: &str) -> TcpStream {
 
 /// A masked client frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    let mut out = Vec::new();
+    firehose::ws::frame::encode_masked(
+        &mut out,
+        if fin { 0x80 | opcode } else { opcode },
+        payload,
+        [0x37, 0xfa, 0x21, 0x3d],
+    );
     out
 }
 
