@@ -62,13 +62,12 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 pub use bus::Bus;
 pub use config::{Config, ConfigError};
 pub use engine::Engine;
 pub use event::{Event, EventError, Filter, Priority, TraceId};
-pub use io::Router;
+pub use io::{raise_fd_limit, Router};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -186,19 +185,6 @@ impl Bridge {
     /// Closes every connection (WebSocket clients get close code 1001) and stops the threads.
     pub fn shutdown(mut self) {
         self.stop();
-    }
-
-    /// Blocks until the engine stops (after [`Engine::begin_shutdown`] from elsewhere), or
-    /// until `timeout` passes; returns whether it stopped.
-    pub fn wait_stopped(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if self.handles.iter().all(|h| h.is_finished()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
     }
 
     fn stop(&mut self) {

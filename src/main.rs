@@ -1,11 +1,12 @@
 //! `firehose`: parse the command line, call the library, map errors to exit codes.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use firehose::cli::{Cli, Command, ServeArgs};
 use firehose::Bridge;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
     let config = args.config().map_err(|e| e.to_string())?;
-    let (soft, hard) = firehose::bench::raise_fd_limit();
+    let (soft, hard) = firehose::raise_fd_limit();
     if (soft as usize) < config.max_connections {
         eprintln!(
             "firehose: warning: the open-files limit is {soft} (hard {hard}), below --max-connections {}; raise `ulimit -n`",
@@ -44,7 +45,11 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         "firehose: listening on {addr} with {} I/O threads — ws://{addr}/ws/events, POST http://{addr}/publish, GET http://{addr}/health",
         bridge.engine().config.io_threads
     );
-    // Runs until killed; graceful shutdown on signals arrives with reliable delivery.
-    while !bridge.wait_stopped(Duration::from_secs(3600)) {}
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    if let Some(signal) = signals.forever().next() {
+        eprintln!("firehose: signal {signal}: closing connections (1001) and stopping");
+    }
+    bridge.shutdown();
     Ok(())
 }

@@ -168,7 +168,7 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
             "--duration must be positive; --warmup and --rate not negative".into(),
         ));
     }
-    let (soft, _) = raise_fd_limit();
+    let (soft, _) = crate::raise_fd_limit();
     let needed = (args.subscribers + args.publishers + 64) as u64;
     if soft < needed {
         return Err(BenchError::Flag(format!(
@@ -356,30 +356,4 @@ fn print_report(args: &BenchArgs, r: &Report) {
         "server": {"cpu_s": r.server_cpu_s, "rss_kib": r.server_rss_kib, "rss_growth_kib": r.server_rss_growth_kib},
     });
     println!("{line}");
-}
-
-/// Raises the open-files soft limit to the hard limit; returns (soft, hard) after.
-pub fn raise_fd_limit() -> (u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the rlimit struct passed by pointer,
-    // which lives on this stack frame for the duration of each call.
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (0, 0);
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
-            }
-        }
-    }
-    (lim.rlim_cur, lim.rlim_max)
 }

@@ -1,0 +1,108 @@
+//! The `firehose` binary: help, flag errors, and serve → SIGTERM → clients closed with 1001.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn firehose() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_firehose"))
+}
+
+#[test]
+fn help_documents_every_serve_flag() {
+    let out = firehose().args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--host",
+        "--port",
+        "--io-threads",
+        "--no-pin",
+        "--queue-capacity",
+        "--retention-events",
+        "--max-connections",
+        "--max-message-bytes",
+        "--max-header-bytes",
+        "--max-body-bytes",
+        "--max-event-bytes",
+        "--max-batch-events",
+        "--handshake-timeout",
+        "--ping-interval",
+        "--idle-timeout",
+        "--close-timeout",
+        "--addr-file",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing from --help"));
+        let documented = line.split_once(flag).unwrap().1.trim().len() > 10
+            || help
+                .lines()
+                .skip_while(|l| !l.contains(flag))
+                .nth(1)
+                .is_some_and(|l| l.trim().len() > 10);
+        assert!(documented, "{flag} has no description");
+    }
+    let top = String::from_utf8(firehose().arg("--help").output().unwrap().stdout).unwrap();
+    assert!(top.contains("serve") && top.contains("bench"));
+}
+
+#[test]
+fn bad_flag_values_exit_2_naming_the_flag() {
+    let out = firehose()
+        .args(["serve", "--port", "0", "--queue-capacity", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("--queue-capacity must be greater than 0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_answers_and_sigterm_closes_clients_with_going_away() {
+    let dir = std::env::temp_dir().join(format!("firehose-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr_file = dir.join("addr");
+    let mut child = firehose()
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--io-threads",
+            "1",
+            "--no-pin",
+            "--addr-file",
+        ])
+        .arg(&addr_file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        if let Ok(s) = std::fs::read_to_string(&addr_file) {
+            if let Ok(a) = s.parse() {
+                break a;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(http_json(addr, "GET", "/health", "").1["status"], "ok");
+    let mut raw = raw_ws(addr, "");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        read_until_close(&mut raw),
+        (1001, "server shutting down".into())
+    );
+    assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
