@@ -64,6 +64,9 @@ pub struct EventLoop {
     read_again: Vec<usize>,
     /// Accepting failed for lack of resources; retry at the next tick.
     accept_again: bool,
+    /// Events lost to laps since the last log line, and when that line was written.
+    lost_unlogged: u64,
+    lost_logged_at: Option<Instant>,
 }
 
 impl EventLoop {
@@ -90,6 +93,8 @@ impl EventLoop {
             dirty: Vec::new(),
             read_again: Vec::new(),
             accept_again: false,
+            lost_unlogged: 0,
+            lost_logged_at: None,
         })
     }
 
@@ -175,10 +180,20 @@ impl EventLoop {
 
     /// This thread fell a whole log behind: every subscriber may have lost `first..=last`.
     fn lost(&mut self, first: u64, last: u64) {
-        eprintln!(
-            "firehose: I/O thread {} fell behind the log's retention; events {first}..={last} were not routed",
-            self.index
-        );
+        // Under overload this can happen thousands of times a second: say it once a second.
+        self.lost_unlogged += last - first + 1;
+        let now = Instant::now();
+        if self
+            .lost_logged_at
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            eprintln!(
+                "firehose: I/O thread {} fell behind the log's retention (--retention-events): {} events not routed since the last report; subscribers get `dropped` notices",
+                self.index, self.lost_unlogged
+            );
+            self.lost_unlogged = 0;
+            self.lost_logged_at = Some(now);
+        }
         let keys: Vec<usize> = self
             .conns
             .iter()

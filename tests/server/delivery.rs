@@ -154,3 +154,50 @@ fn counters_follow_connections() {
         s.ws_connected_clients == 0 && s.connections == 0
     }));
 }
+
+#[test]
+fn an_io_thread_lapped_by_the_log_reports_every_lost_id() {
+    // A 2-event log and a publisher in a tight loop: the I/O thread falls behind the
+    // log's retention, and what it could not route must reach the client as `dropped`.
+    const EVENTS: u64 = 20_000;
+    let bridge = server(|c| {
+        c.retention_events = 2;
+        c.io_threads = 1;
+    });
+    let (mut ws, welcome) = subscribe(bridge.local_addr(), "");
+    let start = welcome["last_id"].as_u64().unwrap() + 1;
+    let bus = bridge.bus().clone();
+    let publisher = thread::spawn(move || {
+        let ev = Event::new("lap.tick", "test");
+        for _ in 0..EVENTS {
+            bus.publish(&ev).unwrap();
+        }
+    });
+    publisher.join().unwrap();
+    let end = start + EVENTS - 1;
+    let mut covered = vec![0u8; EVENTS as usize];
+    let mut seen = 0;
+    let mut last_event = 0;
+    while seen < EVENTS {
+        let v = next_json(&mut ws);
+        if v["op"] == "dropped" {
+            let (first, last) = (
+                v["first_id"].as_u64().unwrap(),
+                v["last_id"].as_u64().unwrap(),
+            );
+            assert_eq!(v["count"].as_u64().unwrap(), last - first + 1, "{v}");
+            (first..=last).for_each(|id| covered[(id - start) as usize] += 1);
+            seen += last - first + 1;
+        } else {
+            let id = v["id"].as_u64().unwrap();
+            assert!(id > last_event && (start..=end).contains(&id));
+            last_event = id;
+            covered[(id - start) as usize] += 1;
+            seen += 1;
+        }
+    }
+    assert!(
+        covered.iter().all(|c| *c == 1),
+        "every id received or reported exactly once"
+    );
+}
