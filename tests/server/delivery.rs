@@ -109,30 +109,8 @@ fn a_client_that_never_reads_does_not_hold_back_the_others_and_learns_what_it_mi
     // Now the stalled client reads. Every id is either received or inside exactly one
     // `dropped` notice (one per overflow episode; the kernel may open room mid-run, which
     // ends an episode), and each notice's count matches its range.
-    let mut covered = vec![0u8; EVENTS as usize + 1];
-    let mut received = 0u64;
-    let mut missed = 0u64;
-    while received + missed < EVENTS {
-        let v = next_json(&mut stalled);
-        if v["op"] == "dropped" {
-            let (first, last) = (
-                v["first_id"].as_u64().unwrap(),
-                v["last_id"].as_u64().unwrap(),
-            );
-            assert_eq!(v["count"].as_u64().unwrap(), last - first + 1, "{v}");
-            (first..=last).for_each(|id| covered[id as usize] += 1);
-            missed += last - first + 1;
-        } else {
-            assert!(v.get("op").is_none(), "{v}");
-            covered[v["id"].as_u64().unwrap() as usize] += 1;
-            received += 1;
-        }
-    }
+    let missed = account_for_ids(&mut stalled, 1, EVENTS);
     assert!(missed > 0);
-    assert!(
-        covered[1..].iter().all(|c| *c == 1),
-        "every id accounted for exactly once"
-    );
     assert_eq!(bridge.engine().snapshot().dropped, missed);
 }
 
@@ -174,30 +152,5 @@ fn an_io_thread_lapped_by_the_log_reports_every_lost_id() {
         }
     });
     publisher.join().unwrap();
-    let end = start + EVENTS - 1;
-    let mut covered = vec![0u8; EVENTS as usize];
-    let mut seen = 0;
-    let mut last_event = 0;
-    while seen < EVENTS {
-        let v = next_json(&mut ws);
-        if v["op"] == "dropped" {
-            let (first, last) = (
-                v["first_id"].as_u64().unwrap(),
-                v["last_id"].as_u64().unwrap(),
-            );
-            assert_eq!(v["count"].as_u64().unwrap(), last - first + 1, "{v}");
-            (first..=last).for_each(|id| covered[(id - start) as usize] += 1);
-            seen += last - first + 1;
-        } else {
-            let id = v["id"].as_u64().unwrap();
-            assert!(id > last_event && (start..=end).contains(&id));
-            last_event = id;
-            covered[(id - start) as usize] += 1;
-            seen += 1;
-        }
-    }
-    assert!(
-        covered.iter().all(|c| *c == 1),
-        "every id received or reported exactly once"
-    );
+    account_for_ids(&mut ws, start, EVENTS);
 }

@@ -77,6 +77,40 @@ pub fn next_types(ws: &mut Ws, n: usize) -> Vec<String> {
     types
 }
 
+/// Reads until `count` ids starting at `first` are accounted for, and checks that each was
+/// either received (in increasing order) or inside exactly one `dropped` notice whose count
+/// matches its range. Returns how many were reported dropped.
+pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> u64 {
+    let mut covered = vec![0u8; count as usize];
+    let (mut seen, mut missed, mut last_event) = (0, 0, 0);
+    let mut cover = |id: u64| covered[(id - first) as usize] += 1;
+    while seen < count {
+        let v = next_json(ws);
+        if v["op"] == "dropped" {
+            let (a, b) = (
+                v["first_id"].as_u64().unwrap(),
+                v["last_id"].as_u64().unwrap(),
+            );
+            assert_eq!(v["count"].as_u64().unwrap(), b - a + 1, "{v}");
+            (a..=b).for_each(&mut cover);
+            seen += b - a + 1;
+            missed += b - a + 1;
+        } else {
+            assert!(v.get("op").is_none(), "unexpected notice {v}");
+            let id = v["id"].as_u64().unwrap();
+            assert!(id > last_event, "ids increase");
+            last_event = id;
+            cover(id);
+            seen += 1;
+        }
+    }
+    assert!(
+        covered.iter().all(|c| *c == 1),
+        "every id received or reported exactly once"
+    );
+    missed
+}
+
 /// Sends a JSON text message.
 pub fn send_json(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).unwrap();
