@@ -5,7 +5,9 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use firehose::outbox::{Episode, Outbox};
+use firehose::outbox::{Episode, Outbox, Push};
+use firehose::policy::Policy;
+use firehose::Priority;
 
 fn notice(_: &Episode) -> Bytes {
     Bytes::from_static(b"dropped")
@@ -17,10 +19,13 @@ fn outbox(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N));
     let frame = Bytes::from(vec![b'x'; 120]);
     group.bench_function("push_then_drain_1000", |b| {
-        let mut o = Outbox::new(2_000, notice);
+        let mut o = Outbox::new(2_000, Policy::DropNewest, notice);
         b.iter(|| {
             for id in 0..N {
-                o.push_event(frame.clone(), id).unwrap();
+                assert_eq!(
+                    o.push_event(frame.clone(), id, Priority::Bulk),
+                    Push::Queued
+                );
             }
             while !o.is_empty() {
                 let mut iov = [IoSlice::new(&[]); 256];

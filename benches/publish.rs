@@ -17,6 +17,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use firehose::log::Read;
 use firehose::outbox::{Episode, Outbox};
+use firehose::policy::Policy;
 use firehose::wake::{Sleeper, Wake};
 use firehose::{Bus, Event, Filter, Router};
 
@@ -36,7 +37,7 @@ impl Wake for Unpark {
 fn consumer(bus: Bus, subscriptions: usize, stop: Arc<AtomicBool>) {
     let mut router = Router::default();
     let mut outboxes: Vec<Outbox> = (0..subscriptions)
-        .map(|_| Outbox::new(2_000, notice))
+        .map(|_| Outbox::new(2_000, Policy::DropNewest, notice))
         .collect();
     for key in 0..subscriptions {
         router.add(key, &Filter::all());
@@ -45,7 +46,7 @@ fn consumer(bus: Bus, subscriptions: usize, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let routed = bus.log().read(cursor, |ev| {
             router.for_each_match(ev.event_type(), |k| {
-                let _ = outboxes[k].push_event(ev.frame().clone(), ev.id());
+                let _ = outboxes[k].push_event(ev.frame().clone(), ev.id(), ev.priority());
             });
         });
         match routed {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchArgs;
 use crate::config::{default_io_threads, Config};
+use crate::policy::Policy;
 
 /// firehose: a lock-free event fan-out engine. Publishers push events (in-process,
 /// POST /publish, WebSocket publish messages); firehose delivers them to many WebSocket
@@ -51,6 +52,20 @@ pub struct ServeArgs {
     /// subscriber only, counted, and reported to it in a `dropped` notice.
     #[arg(long, default_value_t = 2_000)]
     pub queue_capacity: usize,
+    /// What a subscriber's full queue does with one more event, unless the subscription
+    /// chooses (`?overflow=`): drop-newest (the incoming event is dropped), drop-oldest (the
+    /// oldest queued event gives way), priority (lanes control > critical > important >
+    /// bulk; lower lanes are evicted first, control is never dropped), disconnect (close
+    /// with 1008 "slow consumer" after a final notice of the last id delivered).
+    #[arg(long, default_value = "drop-newest")]
+    pub overflow: Policy,
+    /// Overflow policies subscriptions may choose, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "drop-newest,drop-oldest,priority,disconnect"
+    )]
+    pub allowed_overflow: Vec<Policy>,
     /// Events the log retains (rounded up to a power of two).
     #[arg(long, default_value_t = 65_536)]
     pub retention_events: usize,
@@ -111,6 +126,8 @@ impl ServeArgs {
             io_threads: self.io_threads.unwrap_or_else(default_io_threads),
             pin_threads: !self.no_pin,
             queue_capacity: self.queue_capacity,
+            overflow: self.overflow,
+            allowed_overflow: self.allowed_overflow.clone(),
             retention_events: self.retention_events,
             max_connections: self.max_connections,
             max_message_bytes: self.max_message_bytes,
@@ -142,6 +159,8 @@ mod tests {
         let def = Config::default();
         assert_eq!(cfg.port, def.port);
         assert_eq!(cfg.queue_capacity, def.queue_capacity);
+        assert_eq!(cfg.overflow, def.overflow);
+        assert_eq!(cfg.allowed_overflow, def.allowed_overflow);
         assert_eq!(cfg.retention_events, def.retention_events);
         assert_eq!(cfg.max_message_bytes, def.max_message_bytes);
         assert_eq!(cfg.handshake_timeout, def.handshake_timeout);

@@ -7,6 +7,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::policy::Policy;
+
 /// Engine settings. `Config::default()` is what `firehose serve` runs with no flags.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -18,8 +20,12 @@ pub struct Config {
     pub io_threads: usize,
     /// Pin each I/O thread to a core.
     pub pin_threads: bool,
-    /// Events each connection may have waiting before newer ones are dropped for it.
+    /// Events each connection may have waiting; what happens beyond is the overflow policy.
     pub queue_capacity: usize,
+    /// The overflow policy of subscriptions that do not choose one (`?overflow=`).
+    pub overflow: Policy,
+    /// The policies clients may choose.
+    pub allowed_overflow: Vec<Policy>,
     /// Events the log retains (rounded up to a power of two).
     pub retention_events: usize,
     /// Open connections (HTTP and WebSocket) before new ones are refused with 503.
@@ -52,6 +58,8 @@ impl Default for Config {
             io_threads: default_io_threads(),
             pin_threads: true,
             queue_capacity: 2_000,
+            overflow: Policy::DropNewest,
+            allowed_overflow: Policy::ALL.to_vec(),
             retention_events: 65_536,
             max_connections: 100_000,
             max_message_bytes: 64 * 1024,
@@ -123,6 +131,9 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if !self.allowed_overflow.contains(&self.overflow) {
+            return Err(ConfigError::OverflowNotAllowed(self.overflow));
+        }
         if self.idle_timeout <= self.ping_interval {
             return Err(ConfigError::IdleBeforePing);
         }
@@ -142,6 +153,9 @@ pub enum ConfigError {
     /// Under the supported minimum.
     #[error("--{0} is {1}; the least supported is {2}")]
     TooSmall(&'static str, usize, usize),
+    /// The default policy is not among the allowed ones.
+    #[error("--overflow {0} is not in --allowed-overflow")]
+    OverflowNotAllowed(Policy),
     /// The idle timeout would fire before a ping could keep the connection alive.
     #[error("--idle-timeout must be longer than --ping-interval, or live clients are closed before they are pinged")]
     IdleBeforePing,

@@ -55,6 +55,7 @@ mod io;
 pub mod log;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 mod sync;
 pub mod wake;
 pub mod ws;

@@ -1,11 +1,13 @@
 //! `Outbox`: everything waiting to be written to one connection.
 //!
-//! Two lanes and a cursor:
+//! Lanes and a cursor:
 //!
-//! * **events**: a bounded ring of shared event frames (`Bytes` handles, never copies).
-//!   When it is full, newer events are refused (`drop-newest`); the refusals of one overflow
-//!   episode are summed, and when room returns a single `dropped` notice is queued *in the
-//!   event lane*, exactly where the missing events would have been.
+//! * **event lanes**: bounded queues of shared event frames (`Bytes` handles, never copies),
+//!   `capacity` events in all. Under the [`Policy::Priority`] policy there are four lanes,
+//!   `control` > `critical` > `important` > `bulk`, written highest first; under every
+//!   other policy one lane keeps id order. What a full queue does is the [`Policy`]'s
+//!   choice. The losses of one overflow episode (per lane) are summed, and when room
+//!   returns a single `dropped` notice is queued in that lane.
 //! * **control**: pongs, replies, HTTP responses and the close frame. Small and bounded; it
 //!   goes out ahead of queued events, but only at a frame boundary.
 //! * **partial**: the frame a short write stopped inside, with the offset reached. It is
@@ -20,38 +22,80 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
+use crate::event::Priority;
+use crate::policy::Policy;
+
 /// Most control frames that may wait; a peer that keeps asking (pings, publishes with
 /// `ref`) without reading the answers is closed rather than allowed to grow this.
 pub const MAX_CONTROL_FRAMES: usize = 256;
 /// Queues larger than this are shrunk back when they drain.
 const SHRINK_ABOVE: usize = 64;
+const LANES: usize = 4;
 
-/// A queued frame in the event lane.
+/// A queued frame in an event lane.
 #[derive(Clone, Debug)]
 struct Item {
     frame: Bytes,
-    /// `false` for the `dropped` notices that share the lane.
+    id: u64,
+    priority: Priority,
+    /// `false` for the `dropped` notices that share the lanes.
     is_event: bool,
 }
 
-/// An overflow episode: events refused since the lane filled up.
+/// An overflow episode: events one lane lost since it filled up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Episode {
-    /// Events refused.
+    /// Events lost.
     pub count: u64,
-    /// First refused id.
+    /// Lowest lost id.
     pub first_id: u64,
-    /// Last refused id.
+    /// Highest lost id.
     pub last_id: u64,
+    /// The lane, under the priority policy (`None` otherwise, or when unknown).
+    pub lane: Option<Priority>,
 }
 
-/// Why [`Outbox::push_event`] refused an event.
+impl Episode {
+    fn add(episode: &mut Option<Self>, id_first: u64, id_last: u64, lane: Option<Priority>) {
+        let e = episode.get_or_insert(Episode {
+            count: 0,
+            first_id: id_first,
+            last_id: id_last,
+            lane,
+        });
+        e.count += id_last - id_first + 1;
+        e.first_id = e.first_id.min(id_first);
+        e.last_id = e.last_id.max(id_last);
+        if e.lane != lane {
+            e.lane = None;
+        }
+    }
+}
+
+/// What [`Outbox::push_event`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// The event lane is full: the event is dropped for this connection (and counted).
-    Full,
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// Queued, and the older event with this id was dropped to make room.
+    Evicted(u64),
+    /// The queue is full: this event is dropped for this connection.
+    Dropped,
+    /// The queue is full and the policy is `disconnect`: nothing was queued; the caller
+    /// must close the connection (see [`Outbox::last_delivered`]).
+    Overflowed,
     /// The connection is closing: nothing more is queued.
     Closing,
+}
+
+impl Push {
+    /// Events this push lost (0 or 1).
+    pub fn lost(self) -> u64 {
+        u64::from(matches!(
+            self,
+            Push::Evicted(_) | Push::Dropped | Push::Overflowed
+        ))
+    }
 }
 
 /// What [`Outbox::advance`] completed.
@@ -64,77 +108,159 @@ pub struct Progress {
 /// Pending output of one connection.
 #[derive(Debug)]
 pub struct Outbox {
-    events: VecDeque<Item>,
+    lanes: [VecDeque<Item>; LANES],
     control: VecDeque<Bytes>,
-    partial: Option<(Bytes, usize, bool)>,
+    /// A frame partly written: the frame, the offset reached, and its event id (0 if not
+    /// an event).
+    partial: Option<(Bytes, usize, u64)>,
     capacity: usize,
-    overflow: Option<Episode>,
+    /// Events in the lanes (notices not counted).
+    queued: usize,
+    policy: Policy,
+    episodes: [Option<Episode>; LANES],
+    last_delivered: u64,
     closing: bool,
     make_notice: fn(&Episode) -> Bytes,
 }
 
 impl Outbox {
-    /// An empty outbox whose event lane holds at most `capacity` events. `make_notice`
+    /// An empty outbox holding at most `capacity` events under `policy`. `make_notice`
     /// encodes the `dropped` notice of an episode.
-    pub fn new(capacity: usize, make_notice: fn(&Episode) -> Bytes) -> Self {
+    pub fn new(capacity: usize, policy: Policy, make_notice: fn(&Episode) -> Bytes) -> Self {
         Self {
-            events: VecDeque::new(),
+            lanes: Default::default(),
             control: VecDeque::new(),
             partial: None,
             capacity: capacity.max(1),
-            overflow: None,
+            queued: 0,
+            policy,
+            episodes: [None; LANES],
+            last_delivered: 0,
             closing: false,
             make_notice,
         }
     }
 
-    /// Queues an event frame, or refuses it and records the drop in the current episode.
-    pub fn push_event(&mut self, frame: Bytes, id: u64) -> Result<(), Refused> {
+    /// Changes the policy; only while no event is queued (at the WebSocket upgrade).
+    pub fn set_policy(&mut self, policy: Policy) {
+        debug_assert_eq!(
+            self.queued, 0,
+            "the policy is chosen before events are queued"
+        );
+        self.policy = policy;
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    fn lane_of(&self, p: Priority) -> usize {
+        if self.policy == Policy::Priority {
+            p as usize
+        } else {
+            0
+        }
+    }
+
+    fn lane_name(&self, lane: usize) -> Option<Priority> {
+        (self.policy == Policy::Priority).then(|| {
+            [
+                Priority::Control,
+                Priority::Critical,
+                Priority::Important,
+                Priority::Bulk,
+            ][lane]
+        })
+    }
+
+    /// Removes the oldest event (not a notice) of `lane`; returns its id.
+    fn evict_oldest(&mut self, lane: usize) -> Option<u64> {
+        let i = self.lanes[lane].iter().position(|it| it.is_event)?;
+        let item = self.lanes[lane].remove(i)?;
+        self.queued -= 1;
+        let name = self.lane_name(lane);
+        Episode::add(&mut self.episodes[lane], item.id, item.id, name);
+        Some(item.id)
+    }
+
+    /// Offers an event frame; the policy decides what happens when the queue is full.
+    pub fn push_event(&mut self, frame: Bytes, id: u64, priority: Priority) -> Push {
         if self.closing {
-            return Err(Refused::Closing);
+            return Push::Closing;
         }
-        if self.events.len() >= self.capacity {
-            let e = self.overflow.get_or_insert(Episode {
-                count: 0,
-                first_id: id,
-                last_id: id,
-            });
-            e.count += 1;
-            e.last_id = id;
-            return Err(Refused::Full);
+        let lane = self.lane_of(priority);
+        let mut outcome = Push::Queued;
+        if self.queued >= self.capacity {
+            match self.policy {
+                Policy::DropNewest => {
+                    Episode::add(&mut self.episodes[lane], id, id, None);
+                    return Push::Dropped;
+                }
+                Policy::Disconnect => return Push::Overflowed,
+                Policy::DropOldest => {
+                    if let Some(evicted) = self.evict_oldest(lane) {
+                        outcome = Push::Evicted(evicted);
+                    }
+                }
+                Policy::Priority => {
+                    let victim = (lane + 1..LANES)
+                        .rev()
+                        .find(|l| self.lanes[*l].iter().any(|it| it.is_event));
+                    match victim {
+                        Some(v) => {
+                            if let Some(evicted) = self.evict_oldest(v) {
+                                outcome = Push::Evicted(evicted);
+                            }
+                        }
+                        // `control` is never dropped: it may take the queue over capacity.
+                        None if priority == Priority::Control => {}
+                        None => {
+                            Episode::add(&mut self.episodes[lane], id, id, Some(priority));
+                            return Push::Dropped;
+                        }
+                    }
+                }
+            }
         }
-        self.notice_if_room();
-        self.events.push_back(Item {
+        if outcome == Push::Queued {
+            // Room (not made by an eviction): a finished episode's notice goes first.
+            self.notices_if_room();
+        }
+        self.lanes[lane].push_back(Item {
             frame,
+            id,
+            priority,
             is_event: true,
         });
-        Ok(())
+        self.queued += 1;
+        outcome
     }
 
     /// Records events this connection lost before reaching its queue (the I/O thread fell
-    /// behind the log): they join the current overflow episode and its notice.
+    /// behind the log): they join an overflow episode and its notice.
     pub fn record_lost(&mut self, first_id: u64, last_id: u64) {
         if self.closing || last_id < first_id {
             return;
         }
-        let e = self.overflow.get_or_insert(Episode {
-            count: 0,
-            first_id,
-            last_id,
-        });
-        e.count += last_id - first_id + 1;
-        e.first_id = e.first_id.min(first_id);
-        e.last_id = e.last_id.max(last_id);
-        self.notice_if_room();
+        // Their priorities are unknown: report them in the lowest lane, lane unknown.
+        let lane = self.lane_of(Priority::Bulk);
+        Episode::add(&mut self.episodes[lane], first_id, last_id, None);
+        self.notices_if_room();
     }
 
-    /// Queues the notice of a finished overflow episode once the lane has room.
-    fn notice_if_room(&mut self) {
-        if self.events.len() < self.capacity {
-            if let Some(episode) = self.overflow.take() {
-                // The notice may take the lane one over capacity: it must not cost an event.
-                self.events.push_back(Item {
+    /// Queues the notices of finished overflow episodes once the queue has room.
+    fn notices_if_room(&mut self) {
+        if self.queued >= self.capacity {
+            return;
+        }
+        for lane in 0..LANES {
+            if let Some(episode) = self.episodes[lane].take() {
+                // A notice may take the queue over capacity: it must not cost an event.
+                self.lanes[lane].push_back(Item {
                     frame: (self.make_notice)(&episode),
+                    id: 0,
+                    priority: Priority::Control,
                     is_event: false,
                 });
             }
@@ -151,17 +277,18 @@ impl Outbox {
         Ok(())
     }
 
-    /// Queues the final frame (a WebSocket close, or an HTTP response followed by closing)
-    /// and discards queued events, which will not be sent. Returns how many were discarded.
-    /// Later pushes are refused.
-    pub fn push_final(&mut self, frame: Bytes) -> u64 {
+    /// Queues the final frames (e.g. a last notice and a WebSocket close, or an HTTP
+    /// response followed by closing) and discards queued events, which will not be sent.
+    /// Returns how many were discarded. Later pushes are refused.
+    pub fn push_final(&mut self, frames: impl IntoIterator<Item = Bytes>) -> u64 {
         if self.closing {
             return 0;
         }
-        let discarded = self.events.iter().filter(|i| i.is_event).count() as u64;
-        self.events.clear();
-        self.overflow = None;
-        self.control.push_back(frame);
+        let discarded = self.queued as u64;
+        self.lanes.iter_mut().for_each(VecDeque::clear);
+        self.queued = 0;
+        self.episodes = [None; LANES];
+        self.control.extend(frames);
         self.closing = true;
         discarded
     }
@@ -173,44 +300,52 @@ impl Outbox {
 
     /// Events waiting (including a partly written one).
     pub fn queued_events(&self) -> usize {
-        self.events.iter().filter(|i| i.is_event).count()
-            + usize::from(matches!(self.partial, Some((_, _, true))))
+        self.queued + usize::from(matches!(self.partial, Some((_, _, id)) if id != 0))
     }
 
-    /// The current overflow episode, if events are being refused.
-    pub fn overflow(&self) -> Option<Episode> {
-        self.overflow
+    /// The queued events, as `(id, priority)`, in the order they will be written (a partly
+    /// written one excluded).
+    pub fn queued(&self) -> impl Iterator<Item = (u64, Priority)> + '_ {
+        self.lanes
+            .iter()
+            .flatten()
+            .filter(|i| i.is_event)
+            .map(|i| (i.id, i.priority))
+    }
+
+    /// The id of the last event completely written (0 if none), or of the one being
+    /// written: what the client will have when the queue is discarded.
+    pub fn last_delivered(&self) -> u64 {
+        match self.partial {
+            Some((_, _, id)) if id != 0 => id,
+            _ => self.last_delivered,
+        }
+    }
+
+    /// The current overflow episodes, if events are being lost.
+    pub fn overflow(&self) -> impl Iterator<Item = Episode> + '_ {
+        self.episodes.iter().flatten().copied()
     }
 
     /// Whether nothing at all waits to be written.
     pub fn is_empty(&self) -> bool {
-        self.partial.is_none() && self.control.is_empty() && self.events.is_empty()
+        self.partial.is_none()
+            && self.control.is_empty()
+            && self.lanes.iter().all(VecDeque::is_empty)
     }
 
     /// Fills `iov` with the next bytes to write, in order; returns how many slices it used.
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let frames = self
+            .partial
+            .iter()
+            .map(|(frame, offset, _)| &frame[*offset..])
+            .chain(self.control.iter().map(|f| &f[..]))
+            .chain(self.lanes.iter().flatten().map(|i| &i.frame[..]));
         let mut n = 0;
-        let mut push = |bytes: &'a [u8]| {
-            if n < iov.len() {
-                iov[n] = IoSlice::new(bytes);
-                n += 1;
-                true
-            } else {
-                false
-            }
-        };
-        if let Some((frame, offset, _)) = &self.partial {
-            push(&frame[*offset..]);
-        }
-        for frame in &self.control {
-            if !push(frame) {
-                return n;
-            }
-        }
-        for item in &self.events {
-            if !push(&item.frame) {
-                break;
-            }
+        for (slot, bytes) in iov.iter_mut().zip(frames) {
+            *slot = IoSlice::new(bytes);
+            n += 1;
         }
         n
     }
@@ -218,41 +353,53 @@ impl Outbox {
     /// Records that the first `written` bytes of what [`gather`](Self::gather) offered went out.
     pub fn advance(&mut self, mut written: usize) -> Progress {
         let mut progress = Progress::default();
-        if let Some((frame, offset, is_event)) = self.partial.take() {
+        if let Some((frame, offset, id)) = self.partial.take() {
             let rest = frame.len() - offset;
             if written < rest {
-                self.partial = Some((frame, offset + written, is_event));
+                self.partial = Some((frame, offset + written, id));
                 return progress;
             }
             written -= rest;
-            progress.events += u64::from(is_event);
+            self.completed(id, &mut progress);
         }
         while written > 0 {
-            let (frame, is_event) = if let Some(frame) = self.control.pop_front() {
-                (frame, false)
-            } else if let Some(item) = self.events.pop_front() {
-                (item.frame, item.is_event)
+            let (frame, id) = if let Some(frame) = self.control.pop_front() {
+                (frame, 0)
+            } else if let Some(item) = self.lanes.iter_mut().find_map(VecDeque::pop_front) {
+                if item.is_event {
+                    self.queued -= 1;
+                }
+                (item.frame, if item.is_event { item.id } else { 0 })
             } else {
                 debug_assert!(false, "advanced past what was gathered");
                 break;
             };
             if written < frame.len() {
-                self.partial = Some((frame, written, is_event));
+                self.partial = Some((frame, written, id));
                 break;
             }
             written -= frame.len();
-            progress.events += u64::from(is_event);
+            self.completed(id, &mut progress);
         }
-        if self.overflow.is_some() && !self.closing {
-            self.notice_if_room();
+        if !self.closing {
+            self.notices_if_room();
         }
         self.shrink_if_drained();
         progress
     }
 
+    fn completed(&mut self, id: u64, progress: &mut Progress) {
+        if id != 0 {
+            progress.events += 1;
+            self.last_delivered = id;
+        }
+    }
+
     fn shrink_if_drained(&mut self) {
-        if self.events.is_empty() && self.events.capacity() > SHRINK_ABOVE {
-            self.events = VecDeque::new();
+        for lane in &mut self.lanes {
+            if lane.is_empty() && lane.capacity() > SHRINK_ABOVE {
+                *lane = VecDeque::new();
+            }
         }
         if self.control.is_empty() && self.control.capacity() > SHRINK_ABOVE {
             self.control = VecDeque::new();
@@ -265,7 +412,12 @@ mod tests {
     use super::*;
 
     fn notice(e: &Episode) -> Bytes {
-        Bytes::from(format!("D{}:{}-{}|", e.count, e.first_id, e.last_id))
+        let lane = e.lane.map_or("", Priority::as_str);
+        Bytes::from(format!("D{lane}{}:{}-{}|", e.count, e.first_id, e.last_id))
+    }
+
+    fn ev(id: u64) -> Bytes {
+        Bytes::from(format!("e{id}|"))
     }
 
     fn drain(o: &mut Outbox, chunk: usize) -> (Vec<u8>, u64) {
@@ -282,26 +434,22 @@ mod tests {
         (out, events)
     }
 
+    fn outbox(capacity: usize, policy: Policy) -> Outbox {
+        Outbox::new(capacity, policy, notice)
+    }
+
     #[test]
-    fn overflow_is_reported_once_in_place() {
-        let mut o = Outbox::new(2, notice);
-        assert!(o.push_event(Bytes::from_static(b"e1|"), 1).is_ok());
-        assert!(o.push_event(Bytes::from_static(b"e2|"), 2).is_ok());
+    fn drop_newest_reports_each_episode_once_in_place() {
+        let mut o = outbox(2, Policy::DropNewest);
+        assert_eq!(o.push_event(ev(1), 1, Priority::Bulk), Push::Queued);
+        assert_eq!(o.push_event(ev(2), 2, Priority::Bulk), Push::Queued);
+        assert_eq!(o.push_event(ev(3), 3, Priority::Bulk), Push::Dropped);
+        assert_eq!(o.push_event(ev(4), 4, Priority::Critical), Push::Dropped);
         assert_eq!(
-            o.push_event(Bytes::from_static(b"e3|"), 3),
-            Err(Refused::Full)
-        );
-        assert_eq!(
-            o.push_event(Bytes::from_static(b"e4|"), 4),
-            Err(Refused::Full)
-        );
-        assert_eq!(
-            o.overflow(),
-            Some(Episode {
-                count: 2,
-                first_id: 3,
-                last_id: 4
-            })
+            o.overflow()
+                .next()
+                .map(|e| (e.count, e.first_id, e.last_id)),
+            Some((2, 3, 4))
         );
         let (out, events) = drain(&mut o, 2);
         assert_eq!(
@@ -309,53 +457,114 @@ mod tests {
             "the notice follows as soon as there is room"
         );
         assert_eq!(events, 2, "the notice is not an event");
-        o.push_event(Bytes::from_static(b"e5|"), 5).unwrap();
+        assert_eq!(o.last_delivered(), 2);
+        o.push_event(ev(5), 5, Priority::Bulk);
         assert_eq!(drain(&mut o, 100).0, b"e5|");
     }
 
     #[test]
-    fn lost_events_join_the_episode() {
-        let mut o = Outbox::new(1, notice);
-        o.push_event(Bytes::from_static(b"e1|"), 1).unwrap();
+    fn drop_oldest_keeps_the_freshest() {
+        let mut o = outbox(2, Policy::DropOldest);
+        for id in 1..=5 {
+            o.push_event(ev(id), id, Priority::Bulk);
+        }
+        assert_eq!(o.queued().map(|(id, _)| id).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(drain(&mut o, 100).0, b"e4|e5|D3:1-3|");
+    }
+
+    #[test]
+    fn priority_writes_high_lanes_first_and_evicts_the_lowest() {
+        let mut o = outbox(3, Policy::Priority);
+        assert_eq!(o.push_event(ev(1), 1, Priority::Bulk), Push::Queued);
+        assert_eq!(o.push_event(ev(2), 2, Priority::Important), Push::Queued);
+        assert_eq!(o.push_event(ev(3), 3, Priority::Bulk), Push::Queued);
+        // Full: a critical event evicts the oldest bulk one.
+        assert_eq!(o.push_event(ev(4), 4, Priority::Critical), Push::Evicted(1));
+        // A bulk event has nothing below it: dropped.
+        assert_eq!(o.push_event(ev(5), 5, Priority::Bulk), Push::Dropped);
+        // Important evicts the remaining bulk.
         assert_eq!(
-            o.push_event(Bytes::from_static(b"e2|"), 2),
-            Err(Refused::Full)
+            o.push_event(ev(6), 6, Priority::Important),
+            Push::Evicted(3)
         );
+        // Critical evicts the oldest important (nothing lower is left).
+        assert_eq!(o.push_event(ev(7), 7, Priority::Critical), Push::Evicted(2));
+        // Control is never dropped, even with nothing to evict below critical... there is
+        // (important 6): it evicts that; then with only critical left it goes over capacity.
+        assert_eq!(o.push_event(ev(8), 8, Priority::Control), Push::Evicted(6));
+        assert_eq!(o.push_event(ev(9), 9, Priority::Control), Push::Evicted(4));
+        assert_eq!(
+            o.push_event(ev(10), 10, Priority::Control),
+            Push::Evicted(7)
+        );
+        assert_eq!(o.push_event(ev(11), 11, Priority::Control), Push::Queued);
+        assert_eq!(o.queued_events(), 4);
+        let (out, _) = drain(&mut o, 100);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("e8|e9|e10|e11|"), "{out}");
+        for lost in ["Dcritical2:4-7|", "Dimportant2:2-6|", "Dbulk3:1-5|"] {
+            assert!(out.contains(lost), "{out} lacks {lost}");
+        }
+    }
+
+    #[test]
+    fn disconnect_refuses_and_reports_how_far_the_client_got() {
+        let mut o = outbox(2, Policy::Disconnect);
+        o.push_event(ev(1), 1, Priority::Bulk);
+        o.push_event(ev(2), 2, Priority::Bulk);
+        let mut iov = [IoSlice::new(&[]); 4];
+        o.gather(&mut iov);
+        o.advance(4); // e1 written, e2 started
+                      // e2 is on the wire: it no longer takes a place in the queue.
+        assert_eq!(o.push_event(ev(3), 3, Priority::Bulk), Push::Queued);
+        assert_eq!(o.push_event(ev(4), 4, Priority::Bulk), Push::Queued);
+        assert_eq!(o.push_event(ev(5), 5, Priority::Bulk), Push::Overflowed);
+        assert_eq!(
+            o.last_delivered(),
+            2,
+            "e2 is on its way: it will be complete"
+        );
+        assert_eq!(o.push_final([Bytes::from_static(b"BYE|")]), 2);
+        assert_eq!(drain(&mut o, 100).0, b"2|BYE|");
+    }
+
+    #[test]
+    fn lost_events_join_the_episode() {
+        let mut o = outbox(1, Policy::DropNewest);
+        o.push_event(ev(1), 1, Priority::Bulk);
+        assert_eq!(o.push_event(ev(2), 2, Priority::Bulk), Push::Dropped);
         o.record_lost(3, 9);
         assert_eq!(drain(&mut o, 100).0, b"e1|D8:2-9|");
     }
 
     #[test]
     fn control_goes_first_but_never_splits_a_frame() {
-        let mut o = Outbox::new(10, notice);
-        o.push_event(Bytes::from_static(b"event-one|"), 1).unwrap();
+        let mut o = outbox(10, Policy::DropNewest);
+        o.push_event(Bytes::from_static(b"event-one|"), 1, Priority::Bulk);
         let mut iov = [IoSlice::new(&[]); 4];
         o.gather(&mut iov);
         o.advance(3); // part of event-one is on the wire
         o.push_control(Bytes::from_static(b"PONG|")).unwrap();
-        o.push_event(Bytes::from_static(b"e2|"), 2).unwrap();
+        o.push_event(ev(2), 2, Priority::Bulk);
         let (out, events) = drain(&mut o, 4);
         assert_eq!(out, b"nt-one|PONG|e2|");
         assert_eq!(events, 2);
     }
 
     #[test]
-    fn final_frame_discards_events_and_refuses_more() {
-        let mut o = Outbox::new(10, notice);
-        o.push_event(Bytes::from_static(b"a"), 1).unwrap();
-        o.push_event(Bytes::from_static(b"b"), 2).unwrap();
-        assert_eq!(o.push_final(Bytes::from_static(b"CLOSE")), 2);
-        assert_eq!(
-            o.push_event(Bytes::from_static(b"c"), 3),
-            Err(Refused::Closing)
-        );
+    fn final_frames_discard_events_and_refuse_more() {
+        let mut o = outbox(10, Policy::DropNewest);
+        o.push_event(ev(1), 1, Priority::Bulk);
+        o.push_event(ev(2), 2, Priority::Bulk);
+        assert_eq!(o.push_final([Bytes::from_static(b"CLOSE")]), 2);
+        assert_eq!(o.push_event(ev(3), 3, Priority::Bulk), Push::Closing);
         assert!(o.push_control(Bytes::from_static(b"x")).is_err());
         assert_eq!(drain(&mut o, 100).0, b"CLOSE");
     }
 
     #[test]
     fn control_lane_is_bounded() {
-        let mut o = Outbox::new(1, notice);
+        let mut o = outbox(1, Policy::DropNewest);
         for _ in 0..MAX_CONTROL_FRAMES {
             o.push_control(Bytes::from_static(b"p")).unwrap();
         }
@@ -364,11 +573,11 @@ mod tests {
 
     #[test]
     fn memory_is_returned_after_a_burst() {
-        let mut o = Outbox::new(10_000, notice);
+        let mut o = outbox(10_000, Policy::DropNewest);
         for i in 0..5_000 {
-            o.push_event(Bytes::from_static(b"x"), i).unwrap();
+            o.push_event(Bytes::from_static(b"x"), i, Priority::Bulk);
         }
         drain(&mut o, 1 << 20);
-        assert_eq!(o.events.capacity(), 0);
+        assert!(o.lanes.iter().all(|l| l.capacity() == 0));
     }
 }

@@ -9,7 +9,9 @@ use std::thread;
 
 use bytes::Bytes;
 use firehose::log::{EventLog, Read, Sequenced};
-use firehose::outbox::{Episode, Outbox, Refused};
+use firehose::outbox::{Episode, Outbox, Push};
+use firehose::policy::Policy;
+use firehose::Priority;
 use proptest::prelude::*;
 
 #[derive(Debug)]
@@ -162,14 +164,15 @@ proptest! {
 
 #[derive(Debug, Clone)]
 enum OutOp {
-    Event,
+    Event(Priority),
     Control,
     Write(usize),
     Final,
 }
 
 fn notice(e: &Episode) -> Bytes {
-    Bytes::from(format!("D{}:{}-{};", e.count, e.first_id, e.last_id))
+    let lane = e.lane.map_or("-", Priority::as_str);
+    Bytes::from(format!("D{lane}/{}:{}-{};", e.count, e.first_id, e.last_id))
 }
 
 /// Writes up to `budget` bytes from the outbox into `wire`.
@@ -185,39 +188,134 @@ fn write(o: &mut Outbox, budget: usize, wire: &mut Vec<u8>) -> u64 {
     o.advance(budget - left).events
 }
 
+/// The reference model of a policy: a plain queue of (id, priority) per lane.
+struct Model {
+    policy: Policy,
+    capacity: usize,
+    lanes: [VecDeque<u64>; 4],
+}
+
+impl Model {
+    fn lane(&self, p: Priority) -> usize {
+        if self.policy == Policy::Priority {
+            p as usize
+        } else {
+            0
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    fn push(&mut self, id: u64, p: Priority) -> Push {
+        let lane = self.lane(p);
+        if self.len() >= self.capacity {
+            match self.policy {
+                Policy::DropNewest => return Push::Dropped,
+                Policy::Disconnect => return Push::Overflowed,
+                Policy::DropOldest => {
+                    let evicted = self.lanes[0].pop_front().unwrap();
+                    self.lanes[0].push_back(id);
+                    return Push::Evicted(evicted);
+                }
+                Policy::Priority => {
+                    let victim = (lane + 1..4).rev().find(|l| !self.lanes[*l].is_empty());
+                    match victim {
+                        Some(v) => {
+                            let evicted = self.lanes[v].pop_front().unwrap();
+                            self.lanes[lane].push_back(id);
+                            return Push::Evicted(evicted);
+                        }
+                        None if p == Priority::Control => {}
+                        None => return Push::Dropped,
+                    }
+                }
+            }
+        }
+        self.lanes[lane].push_back(id);
+        Push::Queued
+    }
+
+    /// The next event to leave: highest lane first.
+    fn pop(&mut self) -> Option<u64> {
+        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+    }
+
+    fn queued(&self) -> Vec<u64> {
+        self.lanes.iter().flatten().copied().collect()
+    }
+}
+
+fn priority() -> impl Strategy<Value = Priority> {
+    prop_oneof![
+        Just(Priority::Control),
+        Just(Priority::Critical),
+        Just(Priority::Important),
+        Just(Priority::Bulk)
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    prop_oneof![
+        Just(Policy::DropNewest),
+        Just(Policy::DropOldest),
+        Just(Policy::Priority),
+        Just(Policy::Disconnect)
+    ]
+}
+
 proptest! {
-    /// Random pushes and short writes; then everything on the wire is checked against a
-    /// model: accepted events in push order and unsplit, control frames in push order,
-    /// every refused event inside exactly one notice, and the event counts agree.
+    /// Random pushes (any priority), control frames and short writes under every policy,
+    /// checked step by step against the model: each push's outcome, and after every step
+    /// the queued events in write order. Then everything on the wire is checked: events
+    /// leave in the model's order and unsplit, control frames in push order, the final
+    /// frame last, and every lost event inside exactly one notice.
     #[test]
-    fn outbox_output_matches_the_model(
+    fn outbox_matches_the_policy_model(
         capacity in 1usize..8,
+        policy in policy(),
         ops in proptest::collection::vec(prop_oneof![
-            4 => Just(OutOp::Event),
+            4 => priority().prop_map(OutOp::Event),
             1 => Just(OutOp::Control),
             3 => (1usize..40).prop_map(OutOp::Write),
-            1 => Just(OutOp::Final).prop_filter("rare", |_| true),
-        ], 1..120),
+            1 => Just(OutOp::Final),
+        ], 1..150),
     ) {
-        let mut o = Outbox::new(capacity, notice);
+        let mut o = Outbox::new(capacity, policy, notice);
+        let mut model = Model { policy, capacity, lanes: Default::default() };
         let mut wire = Vec::new();
-        let mut accepted: VecDeque<u64> = VecDeque::new();
-        let mut refused = Vec::new();
+        let mut expected_order = Vec::new();
+        let mut lost = Vec::new();
+        let mut priorities = std::collections::HashMap::new();
         let mut controls = 0u64;
         let mut written_events = 0u64;
         let mut next_id = 1u64;
         let mut closed = false;
         for op in ops {
             match op {
-                OutOp::Event => {
+                OutOp::Event(p) => {
                     let id = next_id;
                     next_id += 1;
-                    match o.push_event(Bytes::from(format!("E{id};")), id) {
-                        Ok(()) => accepted.push_back(id),
-                        Err(Refused::Full) => refused.push(id),
-                        Err(Refused::Closing) => prop_assert!(closed),
+                    priorities.insert(id, p);
+                    let got = o.push_event(Bytes::from(format!("E{id};")), id, p);
+                    if closed {
+                        prop_assert_eq!(got, Push::Closing);
+                        continue;
                     }
-                    prop_assert!(o.queued_events() <= capacity + 1);
+                    let want = model.push(id, p);
+                    prop_assert_eq!(got, want, "push {} ({:?})", id, p);
+                    match got {
+                        Push::Evicted(old) => lost.push(old),
+                        Push::Dropped => lost.push(id),
+                        Push::Overflowed => {
+                            // What the I/O thread does: a final frame, the queue discarded.
+                            o.push_final([Bytes::from_static(b"F;")]);
+                            while model.pop().is_some() {}
+                            closed = true;
+                        }
+                        _ => {}
+                    }
                 }
                 OutOp::Control => {
                     if o.push_control(Bytes::from(format!("C{controls};"))).is_ok() {
@@ -226,44 +324,63 @@ proptest! {
                         prop_assert!(closed);
                     }
                 }
-                OutOp::Write(n) => written_events += write(&mut o, n, &mut wire),
+                OutOp::Write(n) => {
+                    let before: Vec<u64> = o.queued().map(|(id, _)| id).collect();
+                    written_events += write(&mut o, n, &mut wire);
+                    let after = o.queued().count();
+                    // The events that left the queue are the model's next ones.
+                    for _ in after..before.len() {
+                        expected_order.push(model.pop().unwrap());
+                    }
+                }
                 OutOp::Final => {
                     if !closed {
-                        let discarded = o.push_final(Bytes::from_static(b"F;"));
-                        // Discarded events are the accepted ones not yet (fully) on the wire.
-                        for _ in 0..discarded {
-                            accepted.pop_back();
-                        }
+                        o.push_final([Bytes::from_static(b"F;")]);
+                        while model.pop().is_some() {}
                         closed = true;
                     }
                 }
             }
+            prop_assert_eq!(o.queued().map(|(id, _)| id).collect::<Vec<_>>(), model.queued());
         }
         while !o.is_empty() {
+            let before = o.queued().count();
             written_events += write(&mut o, 7, &mut wire);
+            for _ in o.queued().count()..before {
+                expected_order.push(model.pop().unwrap());
+            }
         }
         let text = String::from_utf8(wire).unwrap();
         let tokens: Vec<&str> = text.split_terminator(';').collect();
         let events: Vec<u64> = tokens.iter().filter_map(|t| t.strip_prefix('E')).map(|t| t.parse().unwrap()).collect();
         let ctrl: Vec<u64> = tokens.iter().filter_map(|t| t.strip_prefix('C')).map(|t| t.parse().unwrap()).collect();
-        prop_assert_eq!(&events, &accepted.iter().copied().collect::<Vec<_>>(), "accepted events, in order, unsplit");
+        prop_assert_eq!(&events, &expected_order, "events leave in the model's order, unsplit");
         prop_assert_eq!(written_events, events.len() as u64);
         prop_assert_eq!(ctrl, (0..controls).collect::<Vec<_>>());
         if closed {
             prop_assert_eq!(tokens.last().copied(), Some("F"), "the final frame is last");
         }
-        // Every refused id is in exactly one notice (unless closing discarded the episode).
+        // Every notice's count is exactly the lost events of its lane in its range, and
+        // (unless closing discarded a pending episode) every lost event is noticed once.
+        let lane_of = |id: &u64| if policy == Policy::Priority { priorities[id].as_str() } else { "-" };
         let mut noticed = Vec::new();
         for t in tokens.iter().filter_map(|t| t.strip_prefix('D')) {
-            let (count, range) = t.split_once(':').unwrap();
+            let (lane, rest) = t.split_once('/').unwrap();
+            let (count, range) = rest.split_once(':').unwrap();
             let (a, b) = range.split_once('-').unwrap();
             let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-            let in_range: Vec<u64> = refused.iter().copied().filter(|r| (a..=b).contains(r)).collect();
-            prop_assert_eq!(count.parse::<u64>().unwrap(), in_range.len() as u64);
-            noticed.extend(in_range);
+            let mine: Vec<u64> = lost.iter().copied().filter(|r| (a..=b).contains(r) && lane_of(r) == lane).collect();
+            prop_assert_eq!(count.parse::<usize>().unwrap(), mine.len(), "notice {}", t);
+            noticed.extend(mine);
         }
+        noticed.sort_unstable();
+        let before = noticed.len();
+        noticed.dedup();
+        prop_assert_eq!(before, noticed.len(), "no lost event is noticed twice");
         if !closed {
-            prop_assert_eq!(noticed, refused);
+            let mut lost_sorted = lost.clone();
+            lost_sorted.sort_unstable();
+            prop_assert_eq!(noticed, lost_sorted, "every lost event is in a notice");
         }
     }
 }

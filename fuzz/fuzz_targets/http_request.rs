@@ -3,6 +3,7 @@
 #![no_main]
 use firehose::http::query;
 use firehose::http::request::{parse_head, Limits};
+use firehose::policy::Policy;
 use firehose::ws::handshake;
 use libfuzzer_sys::fuzz_target;
 
@@ -13,7 +14,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_head(&data[..used], &limits), Ok(Some((req.clone(), used))));
         for pair in query::pairs(&req.query) {
             let _ = pair;
-        }
-        let _ = handshake::accept(&req);
+        }        let _ = handshake::accept(&req, Policy::DropNewest, &Policy::ALL);
     }
 });

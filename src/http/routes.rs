@@ -39,18 +39,20 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
         ("/health", _) => allow("GET"),
         ("/publish", "POST") => Routed::Respond(publish(req, body, engine)),
         ("/publish", _) => allow("POST"),
-        ("/ws/events", "GET") => match handshake::accept(req) {
-            Ok(upgrade) => Routed::Upgrade(upgrade),
-            Err(e) => {
-                let mut r = Response::error(e.status(), &e.to_string());
-                if e.status() == 426 {
-                    r = r
-                        .with_header("Sec-WebSocket-Version", "13")
-                        .with_header("Upgrade", "websocket");
+        ("/ws/events", "GET") => {
+            match handshake::accept(req, engine.config.overflow, &engine.config.allowed_overflow) {
+                Ok(upgrade) => Routed::Upgrade(upgrade),
+                Err(e) => {
+                    let mut r = Response::error(e.status(), &e.to_string());
+                    if e.status() == 426 {
+                        r = r
+                            .with_header("Sec-WebSocket-Version", "13")
+                            .with_header("Upgrade", "websocket");
+                    }
+                    Routed::Respond(r)
                 }
-                Routed::Respond(r)
             }
-        },
+        }
         ("/ws/events", _) => allow("GET"),
         (path, _) => Routed::Respond(Response::error(
             404,

@@ -73,7 +73,7 @@ impl HttpSession {
                         req
                     }
                     Err(e) => {
-                        out.push_final(Response::error(e.status(), &e.to_string()).encode(false));
+                        out.push_final([Response::error(e.status(), &e.to_string()).encode(false)]);
                         return HttpStep::Close;
                     }
                 },
@@ -101,7 +101,7 @@ impl HttpSession {
                 }
                 Routed::Respond(resp) => {
                     if !req.keep_alive {
-                        out.push_final(resp.encode(false));
+                        out.push_final([resp.encode(false)]);
                         return HttpStep::Close;
                     }
                     if out.push_control(resp.encode(true)).is_err() {
@@ -119,7 +119,7 @@ impl HttpSession {
     /// A client pipelining requests without reading the answers.
     fn overloaded(&mut self, out: &mut Outbox) -> HttpStep {
         let msg = "too many pipelined requests without reading the responses";
-        out.push_final(Response::error(503, msg).encode(false));
+        out.push_final([Response::error(503, msg).encode(false)]);
         HttpStep::Close
     }
 
@@ -129,10 +129,11 @@ impl HttpSession {
             return HttpStep::Continue;
         }
         if !self.inbuf.is_empty() || self.pending.is_some() {
-            out.push_final(
-                Response::error(408, "request not completed within the handshake timeout")
-                    .encode(false),
-            );
+            out.push_final([Response::error(
+                408,
+                "request not completed within the handshake timeout",
+            )
+            .encode(false)]);
         }
         HttpStep::Close
     }

@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 
 use crate::http::session::HttpSession;
 use crate::outbox::{Episode, Outbox, Progress};
+use crate::policy::Policy;
 use crate::ws::message;
 use crate::ws::session::WsSession;
 
@@ -47,7 +48,7 @@ pub struct Connection {
 }
 
 fn dropped_notice(e: &Episode) -> Bytes {
-    message::dropped(e.count, e.first_id, e.last_id)
+    message::dropped(e.count, e.first_id, e.last_id, e.lane)
 }
 
 impl Connection {
@@ -55,7 +56,7 @@ impl Connection {
     pub fn new(stream: TcpStream, session: HttpSession, queue_capacity: usize) -> Self {
         Self {
             stream,
-            outbox: Outbox::new(queue_capacity, dropped_notice),
+            outbox: Outbox::new(queue_capacity, Policy::default(), dropped_notice),
             phase: Phase::Http(session),
             last_routed: 0,
             dirty: false,

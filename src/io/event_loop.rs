@@ -30,7 +30,7 @@ use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
 use crate::metrics::ThreadCounters;
-use crate::outbox::Refused;
+use crate::outbox::Push;
 use crate::ws::frame::CloseCode;
 use crate::ws::session::{WsSession, WsStep};
 
@@ -64,6 +64,8 @@ pub struct EventLoop {
     read_again: Vec<usize>,
     /// Accepting failed for lack of resources; retry at the next tick.
     accept_again: bool,
+    /// Connections whose `disconnect` policy overflowed during routing.
+    overflowed: Vec<usize>,
     /// Events lost to laps since the last log line, and when that line was written.
     lost_unlogged: u64,
     lost_logged_at: Option<Instant>,
@@ -93,6 +95,7 @@ impl EventLoop {
             dirty: Vec::new(),
             read_again: Vec::new(),
             accept_again: false,
+            overflowed: Vec::new(),
             lost_unlogged: 0,
             lost_logged_at: None,
         })
@@ -163,10 +166,33 @@ impl EventLoop {
         let engine = Arc::clone(&self.engine);
         let log = engine.bus.log();
         let counters = engine.counters.thread(self.index);
+        let more = self.route_batch(log, counters);
+        let now = Instant::now();
+        for key in std::mem::take(&mut self.overflowed) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if let Phase::Ws(ws) = &mut conn.phase {
+                ws.disconnect_slow_consumer(now, &mut conn.outbox);
+            }
+            self.after_ws(key, WsStep::Continue, now);
+            self.mark_dirty(key);
+        }
+        more
+    }
+
+    fn route_batch(
+        &mut self,
+        log: &crate::log::EventLog<Encoded>,
+        counters: &ThreadCounters,
+    ) -> bool {
         for _ in 0..ROUTE_BATCH {
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
-            match log.read(cursor, |ev| route_event(ev, router, conns, dirty, counters)) {
+            let overflowed = &mut self.overflowed;
+            match log.read(cursor, |ev| {
+                route_event(ev, router, conns, dirty, overflowed, counters)
+            }) {
                 Read::Ready(()) => self.cursor += 1,
                 Read::Pending => return false,
                 Read::Lapped { resume_at } => {
@@ -326,7 +352,10 @@ impl EventLoop {
                     // Events after `cursor - 1` are routed to it from now on: say so first.
                     let last_id = self.cursor - 1;
                     let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
-                    let _ = conn.outbox.push_control(ws.welcome(last_id));
+                    conn.outbox.set_policy(upgrade.overflow);
+                    let _ = conn
+                        .outbox
+                        .push_control(ws.welcome(last_id, upgrade.overflow));
                     self.router.add(key, ws.filter());
                     conn.routed = true;
                     conn.last_routed = last_id;
@@ -481,16 +510,18 @@ impl EventLoop {
     }
 }
 
-/// Pushes one event into every matching connection's outbox.
+/// Pushes one event into every matching connection's outbox; connections whose
+/// `disconnect` policy overflowed are listed in `overflowed`.
 fn route_event(
     ev: &Encoded,
     router: &Router,
     conns: &mut Slab<Connection>,
     dirty: &mut Vec<usize>,
+    overflowed: &mut Vec<usize>,
     counters: &ThreadCounters,
 ) {
     let id = ev.id();
-    let mut dropped = 0;
+    let mut lost = 0;
     router.for_each_match(ev.event_type(), |key| {
         let Some(conn) = conns.get_mut(key) else {
             return;
@@ -499,16 +530,20 @@ fn route_event(
             return;
         }
         conn.last_routed = id;
-        match conn.outbox.push_event(ev.frame().clone(), id) {
-            Ok(()) => {
+        let push = conn
+            .outbox
+            .push_event(ev.frame().clone(), id, ev.priority());
+        lost += push.lost();
+        match push {
+            Push::Queued | Push::Evicted(_) => {
                 if !conn.dirty {
                     conn.dirty = true;
                     dirty.push(key);
                 }
             }
-            Err(Refused::Full) => dropped += 1,
-            Err(Refused::Closing) => {}
+            Push::Overflowed => overflowed.push(key),
+            Push::Dropped | Push::Closing => {}
         }
     });
-    ThreadCounters::add(&counters.dropped, dropped);
+    ThreadCounters::add(&counters.dropped, lost);
 }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use crate::event::{Filter, FilterError};
 use crate::http::query::{self, QueryError};
 use crate::http::request::Request;
+use crate::policy::{Policy, PolicyError};
 
 /// What a valid upgrade request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub struct Upgrade {
     pub accept: String,
     /// The subscription's filter (`types=`; everything when absent).
     pub filter: Filter,
+    /// The overflow policy (`overflow=`; the server's default when absent).
+    pub overflow: Policy,
 }
 
 /// Why an upgrade was refused.
@@ -33,10 +36,14 @@ pub enum HandshakeError {
     /// Undecodable query.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// An unknown overflow policy.
+    #[error("overflow: {0}")]
+    Policy(#[from] PolicyError),
+    /// A policy this server does not allow.
+    #[error("overflow={0} is not allowed on this server; allowed: {1}")]
+    PolicyNotAllowed(Policy, String),
     /// A parameter that this endpoint does not know (or does not support yet).
-    #[error(
-        "unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns)"
-    )]
+    #[error("unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns) and `overflow`")]
     UnknownParam(String),
 }
 
@@ -54,8 +61,13 @@ fn is_base64(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'+' || b == b'/'
 }
 
-/// Checks an upgrade request to `/ws/events` and reads its subscription parameters.
-pub fn accept(req: &Request) -> Result<Upgrade, HandshakeError> {
+/// Checks an upgrade request to `/ws/events` and reads its subscription parameters;
+/// `overflow=` must be one of `allowed` and defaults to `default`.
+pub fn accept(
+    req: &Request,
+    default: Policy,
+    allowed: &[Policy],
+) -> Result<Upgrade, HandshakeError> {
     if req.method != "GET"
         || !req.upgrade_websocket
         || !req.connection_upgrade
@@ -82,10 +94,18 @@ pub fn accept(req: &Request) -> Result<Upgrade, HandshakeError> {
         return Err(HandshakeError::Key);
     }
     let mut filter = Filter::all();
+    let mut overflow = default;
     for pair in query::pairs(&req.query) {
         let (name, value) = pair?;
         match &*name {
             "types" => filter = Filter::parse_list(&value)?,
+            "overflow" => {
+                overflow = value.parse()?;
+                if !allowed.contains(&overflow) {
+                    let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+                    return Err(HandshakeError::PolicyNotAllowed(overflow, names.join(", ")));
+                }
+            }
             other => {
                 return Err(HandshakeError::UnknownParam(
                     other.chars().take(64).collect(),
@@ -96,6 +116,7 @@ pub fn accept(req: &Request) -> Result<Upgrade, HandshakeError> {
     Ok(Upgrade {
         accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
         filter,
+        overflow,
     })
 }
 
@@ -109,6 +130,38 @@ pub fn switching_protocols(accept: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accept_all(req: &Request) -> Result<Upgrade, HandshakeError> {
+        accept(req, Policy::DropNewest, &Policy::ALL)
+    }
+
+    #[test]
+    fn overflow_is_chosen_within_what_the_server_allows() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        assert_eq!(
+            accept_all(&upgrade("", key, "13")).unwrap().overflow,
+            Policy::DropNewest
+        );
+        assert_eq!(
+            accept_all(&upgrade("overflow=priority", key, "13"))
+                .unwrap()
+                .overflow,
+            Policy::Priority
+        );
+        assert!(matches!(
+            accept_all(&upgrade("overflow=fast", key, "13")),
+            Err(HandshakeError::Policy(_))
+        ));
+        let only = accept(
+            &upgrade("overflow=disconnect", key, "13"),
+            Policy::DropNewest,
+            &[Policy::DropNewest],
+        );
+        assert!(only
+            .unwrap_err()
+            .to_string()
+            .contains("allowed: drop-newest"));
+    }
 
     fn upgrade(query: &str, key: &str, version: &str) -> Request {
         Request {
@@ -126,7 +179,7 @@ mod tests {
 
     #[test]
     fn accepts_the_rfc_example() {
-        let u = accept(&upgrade("types=a.*%2Cb", "dGhlIHNhbXBsZSBub25jZQ==", "13")).unwrap();
+        let u = accept_all(&upgrade("types=a.*%2Cb", "dGhlIHNhbXBsZSBub25jZQ==", "13")).unwrap();
         assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(u.filter.matches("a.x") && u.filter.matches("b") && !u.filter.matches("c"));
     }
@@ -134,25 +187,28 @@ mod tests {
     #[test]
     fn refuses_bad_upgrades() {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        assert_eq!(accept(&upgrade("", key, "8")).unwrap_err().status(), 426);
         assert_eq!(
-            accept(&upgrade("", "short", "13")),
+            accept_all(&upgrade("", key, "8")).unwrap_err().status(),
+            426
+        );
+        assert_eq!(
+            accept_all(&upgrade("", "short", "13")),
             Err(HandshakeError::Key)
         );
         assert_eq!(
-            accept(&upgrade("", "dGhlIHNhbXBsZSBub25jZR==", "13")),
+            accept_all(&upgrade("", "dGhlIHNhbXBsZSBub25jZR==", "13")),
             Err(HandshakeError::Key)
         );
         assert!(matches!(
-            accept(&upgrade("types=", key, "13")),
+            accept_all(&upgrade("types=", key, "13")),
             Err(HandshakeError::Filter(_))
         ));
         assert!(matches!(
-            accept(&upgrade("tpyes=a", key, "13")),
+            accept_all(&upgrade("tpyes=a", key, "13")),
             Err(HandshakeError::UnknownParam(_))
         ));
         let mut plain = upgrade("", key, "13");
         plain.upgrade_websocket = false;
-        assert_eq!(accept(&plain), Err(HandshakeError::NotUpgrade));
+        assert_eq!(accept_all(&plain), Err(HandshakeError::NotUpgrade));
     }
 }

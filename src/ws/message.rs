@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::frame::{self, OpCode};
-use crate::event::WireEvent;
+use crate::event::{Priority, WireEvent};
+use crate::policy::Policy;
 
 /// A parsed client message.
 #[derive(Debug)]
@@ -135,10 +136,11 @@ fn reference_value(reference: Option<&RawValue>) -> Value {
 
 /// `{"op":"welcome",…}`: the subscription is live; every event after `last_id` that matches
 /// the filter will be delivered (or reported as dropped).
-pub fn welcome(connection_id: u64, last_id: u64, types: &[String]) -> Bytes {
-    text(
-        json!({"op": "welcome", "connection_id": connection_id, "last_id": last_id, "types": types}),
-    )
+pub fn welcome(connection_id: u64, last_id: u64, types: &[String], overflow: Policy) -> Bytes {
+    text(json!({
+        "op": "welcome", "connection_id": connection_id, "last_id": last_id,
+        "types": types, "overflow": overflow.as_str(),
+    }))
 }
 
 /// `{"op":"published","ref":…,"id":N}`.
@@ -156,9 +158,20 @@ pub fn error(reference: Option<&RawValue>, message: &str) -> Bytes {
     text(json!({"op": "error", "ref": reference_value(reference), "error": message}))
 }
 
-/// `{"op":"dropped","count":N,"first_id":A,"last_id":B}`: one per overflow episode.
-pub fn dropped(count: u64, first_id: u64, last_id: u64) -> Bytes {
-    text(json!({"op": "dropped", "count": count, "first_id": first_id, "last_id": last_id}))
+/// `{"op":"dropped","count":N,"first_id":A,"last_id":B}`: one per overflow episode, with
+/// `"lane"` under the priority policy.
+pub fn dropped(count: u64, first_id: u64, last_id: u64, lane: Option<Priority>) -> Bytes {
+    let mut v = json!({"op": "dropped", "count": count, "first_id": first_id, "last_id": last_id});
+    if let Some(lane) = lane {
+        v["lane"] = lane.as_str().into();
+    }
+    text(v)
+}
+
+/// `{"op":"closing","reason":"…","last_id":N}`: the server is about to close; `last_id` is
+/// the last event this connection delivered, where the client can resume.
+pub fn closing(reason: &str, last_id: u64) -> Bytes {
+    text(json!({"op": "closing", "reason": reason, "last_id": last_id}))
 }
 
 #[cfg(test)]
@@ -211,13 +224,16 @@ mod tests {
 
     #[test]
     fn notices_are_text_frames_of_json() {
-        let f = dropped(3, 10, 12);
+        let f = dropped(3, 10, 12, None);
         assert_eq!(f[0], 0x81);
         let v: Value = serde_json::from_slice(&f[2..]).unwrap();
         assert_eq!(
             v,
             json!({"op":"dropped","count":3,"first_id":10,"last_id":12})
         );
+        let v: Value =
+            serde_json::from_slice(&dropped(1, 5, 5, Some(Priority::Bulk))[2..]).unwrap();
+        assert_eq!(v["lane"], "bulk");
         let r = RawValue::from_string("{\"k\":1}".into()).unwrap();
         let v: Value = serde_json::from_slice(&published(&r, 9)[2..]).unwrap();
         assert_eq!(v, json!({"op":"published","ref":{"k":1},"id":9}));

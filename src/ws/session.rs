@@ -16,6 +16,7 @@ use super::message::{self, ClientOp};
 use crate::engine::Engine;
 use crate::event::{Filter, Pattern};
 use crate::outbox::Outbox;
+use crate::policy::Policy;
 
 /// What the I/O layer must do after feeding the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +100,8 @@ impl WsSession {
     }
 
     /// The welcome notice: events after `last_id` will be delivered.
-    pub fn welcome(&self, last_id: u64) -> Bytes {
-        message::welcome(self.id, last_id, &self.types())
+    pub fn welcome(&self, last_id: u64, overflow: Policy) -> Bytes {
+        message::welcome(self.id, last_id, &self.types(), overflow)
     }
 
     fn types(&self) -> Vec<String> {
@@ -229,7 +230,7 @@ impl WsSession {
                     CloseRequest::Code(code) => frame::encode(OpCode::Close, &code.to_be_bytes()),
                     CloseRequest::Invalid(code) => frame::close(code, "invalid close frame"),
                 };
-                self.discarded += out.push_final(answer);
+                self.discarded += out.push_final([answer]);
                 self.state = State::Done;
             }
         }
@@ -304,13 +305,30 @@ impl WsSession {
             );
         }
     }
-
     /// Starts a server-side close with `code` and `reason`.
     pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant, out: &mut Outbox) {
+        self.close_with(None, code, reason, now, out);
+    }
+
+    /// The `disconnect` policy's end: a `closing` notice with the last id delivered (the
+    /// frame being written, if any, is finished first), then close 1008 `slow consumer`.
+    pub fn disconnect_slow_consumer(&mut self, now: Instant, out: &mut Outbox) {
+        let notice = message::closing("slow consumer", out.last_delivered());
+        self.close_with(Some(notice), CloseCode::Policy, "slow consumer", now, out);
+    }
+
+    fn close_with(
+        &mut self,
+        notice: Option<Bytes>,
+        code: CloseCode,
+        reason: &str,
+        now: Instant,
+        out: &mut Outbox,
+    ) {
         if self.state != State::Open {
             return;
         }
-        self.discarded += out.push_final(frame::close(code, reason));
+        self.discarded += out.push_final(notice.into_iter().chain([frame::close(code, reason)]));
         self.message = None;
         self.state = State::Closing { since: now };
     }
