@@ -109,8 +109,12 @@ fn a_client_that_never_reads_does_not_hold_back_the_others_and_learns_what_it_mi
     // Now the stalled client reads. Every id is either received or inside exactly one
     // `dropped` notice (one per overflow episode; the kernel may open room mid-run, which
     // ends an episode), and each notice's count matches its range.
-    let missed = account_for_ids(&mut stalled, 1, EVENTS);
+    let (missed, last_received) = account_for_ids(&mut stalled, 1, EVENTS);
     assert!(missed > 0);
+    assert!(
+        last_received < EVENTS,
+        "drop-newest: the newest events were the ones dropped"
+    );
     assert_eq!(bridge.engine().snapshot().dropped, missed);
 }
 

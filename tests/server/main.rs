@@ -7,4 +7,5 @@ mod cli;
 mod delivery;
 mod hygiene;
 mod malformed;
+mod policies;
 mod publish;

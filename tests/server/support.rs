@@ -79,8 +79,8 @@ pub fn next_types(ws: &mut Ws, n: usize) -> Vec<String> {
 
 /// Reads until `count` ids starting at `first` are accounted for, and checks that each was
 /// either received (in increasing order) or inside exactly one `dropped` notice whose count
-/// matches its range. Returns how many were reported dropped.
-pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> u64 {
+/// matches its range. Returns (how many were reported dropped, the last id received).
+pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> (u64, u64) {
     let mut covered = vec![0u8; count as usize];
     let (mut seen, mut missed, mut last_event) = (0, 0, 0);
     let mut cover = |id: u64| covered[(id - first) as usize] += 1;
@@ -108,7 +108,7 @@ pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> u64 {
         covered.iter().all(|c| *c == 1),
         "every id received or reported exactly once"
     );
-    missed
+    (missed, last_event)
 }
 
 /// Sends a JSON text message.

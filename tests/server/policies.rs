@@ -1,0 +1,151 @@
+//! Overflow policies over real sockets: a subscriber that stops reading, under each policy.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tungstenite::Message;
+
+use crate::support::*;
+use firehose::{Event, Priority};
+
+const EVENTS: u64 = 20_000;
+
+/// Publishes `EVENTS` 1 KB events (every `critical_every`-th one critical) in-process while
+/// the subscriber does not read; returns the ids and priorities.
+fn flood(bridge: &firehose::Bridge, critical_every: u64) -> Vec<(u64, Priority)> {
+    let pad = "x".repeat(1000);
+    (1..=EVENTS)
+        .map(|n| {
+            let p = if critical_every > 0 && n % critical_every == 0 {
+                Priority::Critical
+            } else {
+                Priority::Bulk
+            };
+            let ev = Event::new("flood", "test")
+                .with_payload(&pad)
+                .unwrap()
+                .with_priority(p);
+            (bridge.bus().publish(&ev).unwrap(), p)
+        })
+        .collect()
+}
+
+#[test]
+fn welcome_names_the_policy_and_refusals_are_clear() {
+    let bridge = server(|c| {
+        c.allowed_overflow = vec![
+            firehose::policy::Policy::DropNewest,
+            firehose::policy::Policy::Priority,
+        ]
+    });
+    let addr = bridge.local_addr();
+    let (_ws, welcome) = subscribe(addr, "?overflow=priority");
+    assert_eq!(welcome["overflow"], "priority");
+    let (_ws, welcome) = subscribe(addr, "");
+    assert_eq!(welcome["overflow"], "drop-newest");
+    let upgrade = |q: &str| {
+        format!("GET /ws/events?{q} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    };
+    let (status, _, body) = http_raw(addr, upgrade("overflow=disconnect").as_bytes());
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("allowed: drop-newest, priority"));
+    let (status, _, body) = http_raw(addr, upgrade("overflow=fastest").as_bytes());
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("unknown overflow policy"));
+}
+
+#[test]
+fn drop_oldest_gives_a_stalled_client_the_freshest_events() {
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, welcome) = subscribe(bridge.local_addr(), "?overflow=drop-oldest");
+    let first = welcome["last_id"].as_u64().unwrap() + 1;
+    let published = flood(&bridge, 0);
+    let last = published.last().unwrap().0;
+    let (missed, last_received) = account_for_ids(&mut ws, first, EVENTS);
+    assert!(missed > 0, "the stalled client lost events");
+    assert_eq!(
+        last_received, last,
+        "the queue gave way from its old end: the newest event arrived"
+    );
+    assert!(eventually(Duration::from_secs(5), || bridge
+        .engine()
+        .snapshot()
+        .dropped
+        == missed));
+}
+
+#[test]
+fn priority_lanes_keep_critical_events_through_a_bulk_flood() {
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, _) = subscribe(bridge.local_addr(), "?overflow=priority");
+    // 50 critical events among 20,000: fewer than the queue holds, so none may be lost.
+    let published = flood(&bridge, 400);
+    let priority: HashMap<u64, Priority> = published.iter().copied().collect();
+    let criticals: Vec<u64> = published
+        .iter()
+        .filter(|(_, p)| *p == Priority::Critical)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut received = HashMap::new();
+    let mut lost_bulk = 0u64;
+    let mut accounted = 0u64;
+    while accounted < EVENTS {
+        let v: Value = next_json(&mut ws);
+        if v["op"] == "dropped" {
+            assert_eq!(v["lane"], "bulk", "only bulk events may be lost: {v}");
+            lost_bulk += v["count"].as_u64().unwrap();
+            accounted += v["count"].as_u64().unwrap();
+        } else {
+            let id = v["id"].as_u64().unwrap();
+            assert_eq!(v["priority"], priority[&id].as_str());
+            assert!(received.insert(id, ()).is_none(), "no duplicate");
+            accounted += 1;
+        }
+    }
+    assert!(
+        criticals.iter().all(|id| received.contains_key(id)),
+        "every critical event arrived"
+    );
+    assert!(lost_bulk > 0);
+    assert_eq!(received.len() as u64 + lost_bulk, EVENTS);
+}
+
+#[test]
+fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, _) = subscribe(bridge.local_addr(), "?overflow=disconnect");
+    flood(&bridge, 0);
+    let mut last_event = 0;
+    let mut closing = None;
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                match v["op"].as_str() {
+                    Some("closing") => closing = Some(v),
+                    Some(other) => panic!("unexpected notice {other}: {v}"),
+                    None => {
+                        assert!(closing.is_none(), "no event after the closing notice");
+                        last_event = v["id"].as_u64().unwrap();
+                    }
+                }
+            }
+            Ok(Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1008);
+                assert_eq!(f.reason.as_str(), "slow consumer");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("expected close 1008, got {e}"),
+        }
+    }
+    let closing = closing.expect("a closing notice before the close frame");
+    assert_eq!(closing["reason"], "slow consumer");
+    assert_eq!(
+        closing["last_id"].as_u64().unwrap(),
+        last_event,
+        "the notice says exactly how far the client got"
+    );
+    assert!(last_event < EVENTS);
+}
