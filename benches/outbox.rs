@@ -19,7 +19,7 @@ fn outbox(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N));
     let frame = Bytes::from(vec![b'x'; 120]);
     group.bench_function("push_then_drain_1000", |b| {
-        let mut o = Outbox::new(2_000, Policy::DropNewest, notice);
+        let mut o = Outbox::new(2_000, usize::MAX, Policy::DropNewest, notice);
         b.iter(|| {
             for id in 0..N {
                 assert_eq!(

@@ -37,7 +37,7 @@ impl Wake for Unpark {
 fn consumer(bus: Bus, subscriptions: usize, stop: Arc<AtomicBool>) {
     let mut router = Router::default();
     let mut outboxes: Vec<Outbox> = (0..subscriptions)
-        .map(|_| Outbox::new(2_000, Policy::DropNewest, notice))
+        .map(|_| Outbox::new(2_000, usize::MAX, Policy::DropNewest, notice))
         .collect();
     for key in 0..subscriptions {
         router.add(key, &Filter::all());

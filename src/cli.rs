@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// subscriber only, counted, and reported to it in a `dropped` notice.
     #[arg(long, default_value_t = 2_000)]
     pub queue_capacity: usize,
+    /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 10); past
+    /// it the queue counts as full, whatever --queue-capacity says.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub queue_max_bytes: usize,
     /// What a subscriber's full queue does with one more event, unless the subscription
     /// chooses (`?overflow=`): drop-newest (the incoming event is dropped), drop-oldest (the
     /// oldest queued event gives way), priority (lanes control > critical > important >
@@ -126,6 +130,7 @@ impl ServeArgs {
             io_threads: self.io_threads.unwrap_or_else(default_io_threads),
             pin_threads: !self.no_pin,
             queue_capacity: self.queue_capacity,
+            queue_max_bytes: self.queue_max_bytes,
             overflow: self.overflow,
             allowed_overflow: self.allowed_overflow.clone(),
             retention_events: self.retention_events,
@@ -160,6 +165,7 @@ mod tests {
         assert_eq!(cfg.port, def.port);
         assert_eq!(cfg.queue_capacity, def.queue_capacity);
         assert_eq!(cfg.overflow, def.overflow);
+        assert_eq!(cfg.queue_max_bytes, def.queue_max_bytes);
         assert_eq!(cfg.allowed_overflow, def.allowed_overflow);
         assert_eq!(cfg.retention_events, def.retention_events);
         assert_eq!(cfg.max_message_bytes, def.max_message_bytes);

@@ -22,6 +22,9 @@ pub struct Config {
     pub pin_threads: bool,
     /// Events each connection may have waiting; what happens beyond is the overflow policy.
     pub queue_capacity: usize,
+    /// Bytes of events each connection may have waiting (the frames are shared, so this
+    /// bounds what one connection can pin, not a copy).
+    pub queue_max_bytes: usize,
     /// The overflow policy of subscriptions that do not choose one (`?overflow=`).
     pub overflow: Policy,
     /// The policies clients may choose.
@@ -58,6 +61,7 @@ impl Default for Config {
             io_threads: default_io_threads(),
             pin_threads: true,
             queue_capacity: 2_000,
+            queue_max_bytes: 1024 * 1024,
             overflow: Policy::DropNewest,
             allowed_overflow: Policy::ALL.to_vec(),
             retention_events: 65_536,
@@ -131,6 +135,15 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        // Any single event the server accepts must fit an empty queue.
+        let largest_frame = self.max_event_bytes + crate::ws::frame::MAX_HEADER_LEN;
+        if self.queue_max_bytes < largest_frame {
+            return Err(ConfigError::TooSmall(
+                "queue-max-bytes",
+                self.queue_max_bytes,
+                largest_frame,
+            ));
+        }
         if !self.allowed_overflow.contains(&self.overflow) {
             return Err(ConfigError::OverflowNotAllowed(self.overflow));
         }
@@ -176,6 +189,15 @@ mod tests {
             c.validate().unwrap_err().to_string(),
             "--queue-capacity must be greater than 0"
         );
+        let c = Config {
+            queue_max_bytes: 1000,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--queue-max-bytes"));
         let c = Config {
             idle_timeout: Duration::from_secs(1),
             ..Config::default()

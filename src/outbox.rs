@@ -77,8 +77,13 @@ impl Episode {
 pub enum Push {
     /// Queued.
     Queued,
-    /// Queued, and the older event with this id was dropped to make room.
-    Evicted(u64),
+    /// Queued, after dropping `count` older events (the first with id `first`) to make room.
+    Evicted {
+        /// Id of the first event dropped.
+        first: u64,
+        /// Events dropped.
+        count: u64,
+    },
     /// The queue is full: this event is dropped for this connection.
     Dropped,
     /// The queue is full and the policy is `disconnect`: nothing was queued; the caller
@@ -89,12 +94,13 @@ pub enum Push {
 }
 
 impl Push {
-    /// Events this push lost (0 or 1).
+    /// Events this push lost.
     pub fn lost(self) -> u64 {
-        u64::from(matches!(
-            self,
-            Push::Evicted(_) | Push::Dropped | Push::Overflowed
-        ))
+        match self {
+            Push::Evicted { count, .. } => count,
+            Push::Dropped | Push::Overflowed => 1,
+            Push::Queued | Push::Closing => 0,
+        }
     }
 }
 
@@ -114,8 +120,10 @@ pub struct Outbox {
     /// an event).
     partial: Option<(Bytes, usize, u64)>,
     capacity: usize,
-    /// Events in the lanes (notices not counted).
+    max_bytes: usize,
+    /// Events in the lanes (notices not counted), and their bytes.
     queued: usize,
+    queued_bytes: usize,
     policy: Policy,
     episodes: [Option<Episode>; LANES],
     last_delivered: u64,
@@ -124,15 +132,22 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty outbox holding at most `capacity` events under `policy`. `make_notice`
-    /// encodes the `dropped` notice of an episode.
-    pub fn new(capacity: usize, policy: Policy, make_notice: fn(&Episode) -> Bytes) -> Self {
+    /// An empty outbox holding at most `capacity` events and `max_bytes` bytes of them,
+    /// under `policy`. `make_notice` encodes the `dropped` notice of an episode.
+    pub fn new(
+        capacity: usize,
+        max_bytes: usize,
+        policy: Policy,
+        make_notice: fn(&Episode) -> Bytes,
+    ) -> Self {
         Self {
             lanes: Default::default(),
             control: VecDeque::new(),
             partial: None,
             capacity: capacity.max(1),
+            max_bytes,
             queued: 0,
+            queued_bytes: 0,
             policy,
             episodes: [None; LANES],
             last_delivered: 0,
@@ -179,47 +194,76 @@ impl Outbox {
         let i = self.lanes[lane].iter().position(|it| it.is_event)?;
         let item = self.lanes[lane].remove(i)?;
         self.queued -= 1;
+        self.queued_bytes -= item.frame.len();
         let name = self.lane_name(lane);
         Episode::add(&mut self.episodes[lane], item.id, item.id, name);
         Some(item.id)
     }
 
-    /// Offers an event frame; the policy decides what happens when the queue is full.
+    fn fits(&self, queued: usize, bytes: usize, len: usize) -> bool {
+        queued < self.capacity && bytes + len <= self.max_bytes
+    }
+
+    /// How many events, taken oldest first from `lanes` in order, must go before an event
+    /// of `len` bytes fits; `None` if it cannot fit even then.
+    fn evictions_needed(&self, lanes: &[usize], len: usize) -> Option<usize> {
+        let (mut queued, mut bytes, mut need) = (self.queued, self.queued_bytes, 0);
+        let candidates = lanes
+            .iter()
+            .flat_map(|l| self.lanes[*l].iter().filter(|i| i.is_event));
+        for item in candidates {
+            if self.fits(queued, bytes, len) {
+                break;
+            }
+            queued -= 1;
+            bytes -= item.frame.len();
+            need += 1;
+        }
+        self.fits(queued, bytes, len).then_some(need)
+    }
+
+    /// Offers an event frame; the policy decides what happens when the queue is full (by
+    /// count or by bytes).
     pub fn push_event(&mut self, frame: Bytes, id: u64, priority: Priority) -> Push {
         if self.closing {
             return Push::Closing;
         }
         let lane = self.lane_of(priority);
+        let len = frame.len();
         let mut outcome = Push::Queued;
-        if self.queued >= self.capacity {
-            match self.policy {
-                Policy::DropNewest => {
-                    Episode::add(&mut self.episodes[lane], id, id, None);
-                    return Push::Dropped;
-                }
+        if !self.fits(self.queued, self.queued_bytes, len) {
+            let victims: Vec<usize> = match self.policy {
+                Policy::DropNewest => Vec::new(),
                 Policy::Disconnect => return Push::Overflowed,
-                Policy::DropOldest => {
-                    if let Some(evicted) = self.evict_oldest(lane) {
-                        outcome = Push::Evicted(evicted);
+                Policy::DropOldest => vec![0],
+                // Lanes below the incoming one, lowest first.
+                Policy::Priority => (lane + 1..LANES).rev().collect(),
+            };
+            match self.evictions_needed(&victims, len) {
+                Some(need) => {
+                    // `need` > 0: the event did not fit before.
+                    let mut first = None;
+                    let mut left = need;
+                    for l in victims {
+                        while left > 0 {
+                            let Some(evicted) = self.evict_oldest(l) else {
+                                break;
+                            };
+                            first.get_or_insert(evicted);
+                            left -= 1;
+                        }
                     }
+                    outcome = Push::Evicted {
+                        first: first.unwrap_or(0),
+                        count: need as u64,
+                    };
                 }
-                Policy::Priority => {
-                    let victim = (lane + 1..LANES)
-                        .rev()
-                        .find(|l| self.lanes[*l].iter().any(|it| it.is_event));
-                    match victim {
-                        Some(v) => {
-                            if let Some(evicted) = self.evict_oldest(v) {
-                                outcome = Push::Evicted(evicted);
-                            }
-                        }
-                        // `control` is never dropped: it may take the queue over capacity.
-                        None if priority == Priority::Control => {}
-                        None => {
-                            Episode::add(&mut self.episodes[lane], id, id, Some(priority));
-                            return Push::Dropped;
-                        }
-                    }
+                // `control` is never dropped: it may take the queue over its bounds.
+                _ if self.policy == Policy::Priority && priority == Priority::Control => {}
+                _ => {
+                    let name = self.lane_name(lane);
+                    Episode::add(&mut self.episodes[lane], id, id, name);
+                    return Push::Dropped;
                 }
             }
         }
@@ -234,6 +278,7 @@ impl Outbox {
             is_event: true,
         });
         self.queued += 1;
+        self.queued_bytes += len;
         outcome
     }
 
@@ -251,7 +296,7 @@ impl Outbox {
 
     /// Queues the notices of finished overflow episodes once the queue has room.
     fn notices_if_room(&mut self) {
-        if self.queued >= self.capacity {
+        if self.queued >= self.capacity || self.queued_bytes >= self.max_bytes {
             return;
         }
         for lane in 0..LANES {
@@ -287,6 +332,7 @@ impl Outbox {
         let discarded = self.queued as u64;
         self.lanes.iter_mut().for_each(VecDeque::clear);
         self.queued = 0;
+        self.queued_bytes = 0;
         self.episodes = [None; LANES];
         self.control.extend(frames);
         self.closing = true;
@@ -368,6 +414,7 @@ impl Outbox {
             } else if let Some(item) = self.lanes.iter_mut().find_map(VecDeque::pop_front) {
                 if item.is_event {
                     self.queued -= 1;
+                    self.queued_bytes -= item.frame.len();
                 }
                 (item.frame, if item.is_event { item.id } else { 0 })
             } else {
@@ -435,7 +482,42 @@ mod tests {
     }
 
     fn outbox(capacity: usize, policy: Policy) -> Outbox {
-        Outbox::new(capacity, policy, notice)
+        Outbox::new(capacity, usize::MAX, policy, notice)
+    }
+
+    #[test]
+    fn bytes_bound_the_queue_too() {
+        let big = |id: u64| Bytes::from(format!("{id:0>10}|"));
+        let mut o = Outbox::new(100, 35, Policy::DropNewest, notice);
+        for id in 1..=3 {
+            assert_eq!(o.push_event(big(id), id, Priority::Bulk), Push::Queued);
+        }
+        assert_eq!(
+            o.push_event(big(4), 4, Priority::Bulk),
+            Push::Dropped,
+            "33 + 11 bytes > 35"
+        );
+        let mut o = Outbox::new(100, 35, Policy::DropOldest, notice);
+        for id in 1..=3 {
+            o.push_event(big(id), id, Priority::Bulk);
+        }
+        let huge = Bytes::from(vec![b'h'; 30]);
+        assert_eq!(
+            o.push_event(huge, 4, Priority::Bulk),
+            Push::Evicted { first: 1, count: 3 },
+            "evicts until it fits"
+        );
+        let mut o = Outbox::new(100, 35, Policy::Priority, notice);
+        o.push_event(big(1), 1, Priority::Bulk);
+        o.push_event(big(2), 2, Priority::Critical);
+        o.push_event(big(3), 3, Priority::Critical);
+        let huge = Bytes::from(vec![b'h'; 30]);
+        assert_eq!(
+            o.push_event(huge, 4, Priority::Important),
+            Push::Dropped,
+            "evicting the bulk event would not make room: nothing is evicted"
+        );
+        assert_eq!(o.queued().count(), 3);
     }
 
     #[test]
@@ -474,30 +556,25 @@ mod tests {
 
     #[test]
     fn priority_writes_high_lanes_first_and_evicts_the_lowest() {
+        use Priority::*;
+        let evicted = |first| Push::Evicted { first, count: 1 };
         let mut o = outbox(3, Policy::Priority);
-        assert_eq!(o.push_event(ev(1), 1, Priority::Bulk), Push::Queued);
-        assert_eq!(o.push_event(ev(2), 2, Priority::Important), Push::Queued);
-        assert_eq!(o.push_event(ev(3), 3, Priority::Bulk), Push::Queued);
-        // Full: a critical event evicts the oldest bulk one.
-        assert_eq!(o.push_event(ev(4), 4, Priority::Critical), Push::Evicted(1));
-        // A bulk event has nothing below it: dropped.
-        assert_eq!(o.push_event(ev(5), 5, Priority::Bulk), Push::Dropped);
-        // Important evicts the remaining bulk.
-        assert_eq!(
-            o.push_event(ev(6), 6, Priority::Important),
-            Push::Evicted(3)
-        );
-        // Critical evicts the oldest important (nothing lower is left).
-        assert_eq!(o.push_event(ev(7), 7, Priority::Critical), Push::Evicted(2));
-        // Control is never dropped, even with nothing to evict below critical... there is
-        // (important 6): it evicts that; then with only critical left it goes over capacity.
-        assert_eq!(o.push_event(ev(8), 8, Priority::Control), Push::Evicted(6));
-        assert_eq!(o.push_event(ev(9), 9, Priority::Control), Push::Evicted(4));
-        assert_eq!(
-            o.push_event(ev(10), 10, Priority::Control),
-            Push::Evicted(7)
-        );
-        assert_eq!(o.push_event(ev(11), 11, Priority::Control), Push::Queued);
+        let steps = [
+            (1, Bulk, Push::Queued),
+            (2, Important, Push::Queued),
+            (3, Bulk, Push::Queued),
+            (4, Critical, evicted(1)), // full: the oldest bulk event gives way
+            (5, Bulk, Push::Dropped),  // nothing below bulk: the incoming one is dropped
+            (6, Important, evicted(3)), // the remaining bulk event gives way
+            (7, Critical, evicted(2)), // no bulk left: the oldest important one goes
+            (8, Control, evicted(6)),
+            (9, Control, evicted(4)),
+            (10, Control, evicted(7)),
+            (11, Control, Push::Queued), // only control left: it goes over capacity, never dropped
+        ];
+        for (id, priority, outcome) in steps {
+            assert_eq!(o.push_event(ev(id), id, priority), outcome, "event {id}");
+        }
         assert_eq!(o.queued_events(), 4);
         let (out, _) = drain(&mut o, 100);
         let out = String::from_utf8(out).unwrap();

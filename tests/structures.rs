@@ -2,7 +2,7 @@
 //! log that counts every item, and proptest operation sequences for the log and the outbox
 //! against simple `VecDeque` models.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::thread;
@@ -188,11 +188,12 @@ fn write(o: &mut Outbox, budget: usize, wire: &mut Vec<u8>) -> u64 {
     o.advance(budget - left).events
 }
 
-/// The reference model of a policy: a plain queue of (id, priority) per lane.
+/// The reference model of a policy: plain queues of (id, frame length) per lane.
 struct Model {
     policy: Policy,
     capacity: usize,
-    lanes: [VecDeque<u64>; 4],
+    max_bytes: usize,
+    lanes: [VecDeque<(u64, usize)>; 4],
 }
 
 impl Model {
@@ -204,46 +205,65 @@ impl Model {
         }
     }
 
-    fn len(&self) -> usize {
-        self.lanes.iter().map(VecDeque::len).sum()
+    fn fits(&self, queued: usize, bytes: usize, len: usize) -> bool {
+        queued < self.capacity && bytes + len <= self.max_bytes
     }
 
-    fn push(&mut self, id: u64, p: Priority) -> Push {
+    /// Returns the outcome and the ids it evicted.
+    fn push(&mut self, id: u64, p: Priority, len: usize) -> (Push, Vec<u64>) {
         let lane = self.lane(p);
-        if self.len() >= self.capacity {
-            match self.policy {
-                Policy::DropNewest => return Push::Dropped,
-                Policy::Disconnect => return Push::Overflowed,
-                Policy::DropOldest => {
-                    let evicted = self.lanes[0].pop_front().unwrap();
-                    self.lanes[0].push_back(id);
-                    return Push::Evicted(evicted);
+        let queued = self.lanes.iter().map(VecDeque::len).sum::<usize>();
+        let bytes = self.lanes.iter().flatten().map(|e| e.1).sum::<usize>();
+        let mut evicted = Vec::new();
+        if !self.fits(queued, bytes, len) {
+            let victims: Vec<usize> = match self.policy {
+                Policy::DropNewest => vec![],
+                Policy::Disconnect => return (Push::Overflowed, evicted),
+                Policy::DropOldest => vec![0],
+                Policy::Priority => (lane + 1..4).rev().collect(),
+            };
+            let candidates: Vec<(usize, usize)> = victims
+                .iter()
+                .flat_map(|l| self.lanes[*l].iter().map(move |e| (*l, e.1)))
+                .collect();
+            let (mut q, mut b, mut need) = (queued, bytes, 0);
+            for (_, blen) in &candidates {
+                if self.fits(q, b, len) {
+                    break;
                 }
-                Policy::Priority => {
-                    let victim = (lane + 1..4).rev().find(|l| !self.lanes[*l].is_empty());
-                    match victim {
-                        Some(v) => {
-                            let evicted = self.lanes[v].pop_front().unwrap();
-                            self.lanes[lane].push_back(id);
-                            return Push::Evicted(evicted);
-                        }
-                        None if p == Priority::Control => {}
-                        None => return Push::Dropped,
-                    }
+                q -= 1;
+                b -= blen;
+                need += 1;
+            }
+            if self.fits(q, b, len) {
+                for (l, _) in candidates.into_iter().take(need) {
+                    evicted.push(self.lanes[l].pop_front().unwrap().0);
                 }
+            } else if !(self.policy == Policy::Priority && p == Priority::Control) {
+                return (Push::Dropped, evicted);
             }
         }
-        self.lanes[lane].push_back(id);
-        Push::Queued
+        self.lanes[lane].push_back((id, len));
+        let outcome = match evicted.first() {
+            Some(first) => Push::Evicted {
+                first: *first,
+                count: evicted.len() as u64,
+            },
+            None => Push::Queued,
+        };
+        (outcome, evicted)
     }
 
     /// The next event to leave: highest lane first.
     fn pop(&mut self) -> Option<u64> {
-        self.lanes.iter_mut().find_map(VecDeque::pop_front)
+        self.lanes
+            .iter_mut()
+            .find_map(VecDeque::pop_front)
+            .map(|e| e.0)
     }
 
     fn queued(&self) -> Vec<u64> {
-        self.lanes.iter().flatten().copied().collect()
+        self.lanes.iter().flatten().map(|e| e.0).collect()
     }
 }
 
@@ -274,6 +294,7 @@ proptest! {
     #[test]
     fn outbox_matches_the_policy_model(
         capacity in 1usize..8,
+        max_bytes in prop_oneof![Just(usize::MAX), 8usize..40],
         policy in policy(),
         ops in proptest::collection::vec(prop_oneof![
             4 => priority().prop_map(OutOp::Event),
@@ -282,12 +303,12 @@ proptest! {
             1 => Just(OutOp::Final),
         ], 1..150),
     ) {
-        let mut o = Outbox::new(capacity, policy, notice);
-        let mut model = Model { policy, capacity, lanes: Default::default() };
+        let mut o = Outbox::new(capacity, max_bytes, policy, notice);
+        let mut model = Model { policy, capacity, max_bytes, lanes: Default::default() };
         let mut wire = Vec::new();
         let mut expected_order = Vec::new();
         let mut lost = Vec::new();
-        let mut priorities = std::collections::HashMap::new();
+        let mut priorities = HashMap::new();
         let mut controls = 0u64;
         let mut written_events = 0u64;
         let mut next_id = 1u64;
@@ -298,15 +319,17 @@ proptest! {
                     let id = next_id;
                     next_id += 1;
                     priorities.insert(id, p);
-                    let got = o.push_event(Bytes::from(format!("E{id};")), id, p);
+                    let frame = Bytes::from(format!("E{id};"));
+                    let len = frame.len();
+                    let got = o.push_event(frame, id, p);
                     if closed {
                         prop_assert_eq!(got, Push::Closing);
                         continue;
                     }
-                    let want = model.push(id, p);
+                    let (want, evicted) = model.push(id, p, len);
                     prop_assert_eq!(got, want, "push {} ({:?})", id, p);
+                    lost.extend(evicted);
                     match got {
-                        Push::Evicted(old) => lost.push(old),
                         Push::Dropped => lost.push(id),
                         Push::Overflowed => {
                             // What the I/O thread does: a final frame, the queue discarded.
@@ -360,27 +383,34 @@ proptest! {
         if closed {
             prop_assert_eq!(tokens.last().copied(), Some("F"), "the final frame is last");
         }
-        // Every notice's count is exactly the lost events of its lane in its range, and
-        // (unless closing discarded a pending episode) every lost event is noticed once.
+        // Notices: each one's endpoints are lost events of its lane and its count fits its
+        // range; per lane the counts add up to exactly what was lost (unless closing
+        // discarded a pending episode). Ranges of successive episodes of one lane may
+        // overlap under `priority` (an event queued before a notice can be evicted after).
         let lane_of = |id: &u64| if policy == Policy::Priority { priorities[id].as_str() } else { "-" };
-        let mut noticed = Vec::new();
+        let mut counted: HashMap<&str, u64> = HashMap::new();
         for t in tokens.iter().filter_map(|t| t.strip_prefix('D')) {
             let (lane, rest) = t.split_once('/').unwrap();
             let (count, range) = rest.split_once(':').unwrap();
             let (a, b) = range.split_once('-').unwrap();
-            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-            let mine: Vec<u64> = lost.iter().copied().filter(|r| (a..=b).contains(r) && lane_of(r) == lane).collect();
-            prop_assert_eq!(count.parse::<usize>().unwrap(), mine.len(), "notice {}", t);
-            noticed.extend(mine);
+            let (a, b, count): (u64, u64, u64) = (a.parse().unwrap(), b.parse().unwrap(), count.parse().unwrap());
+            let lost_here = |id: u64| lost.contains(&id) && lane_of(&id) == lane;
+            prop_assert!(lost_here(a) && lost_here(b), "notice {} names events that were not lost", t);
+            let in_range = lost.iter().filter(|r| (a..=b).contains(*r) && lane_of(r) == lane).count() as u64;
+            prop_assert!(count >= 1 && count <= in_range, "notice {}", t);
+            *counted.entry(lane).or_default() += count;
         }
-        noticed.sort_unstable();
-        let before = noticed.len();
-        noticed.dedup();
-        prop_assert_eq!(before, noticed.len(), "no lost event is noticed twice");
-        if !closed {
-            let mut lost_sorted = lost.clone();
-            lost_sorted.sort_unstable();
-            prop_assert_eq!(noticed, lost_sorted, "every lost event is in a notice");
+        let mut per_lane: HashMap<&str, u64> = HashMap::new();
+        for id in &lost {
+            *per_lane.entry(lane_of(id)).or_default() += 1;
+        }
+        for (lane, n) in &per_lane {
+            let c = counted.get(lane).copied().unwrap_or(0);
+            if closed {
+                prop_assert!(c <= *n);
+            } else {
+                prop_assert_eq!(c, *n, "lane {}: every lost event is counted once", lane);
+            }
         }
     }
 }

@@ -53,10 +53,20 @@ fn dropped_notice(e: &Episode) -> Bytes {
 
 impl Connection {
     /// A new connection in the HTTP phase.
-    pub fn new(stream: TcpStream, session: HttpSession, queue_capacity: usize) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        session: HttpSession,
+        queue_capacity: usize,
+        queue_max_bytes: usize,
+    ) -> Self {
         Self {
             stream,
-            outbox: Outbox::new(queue_capacity, Policy::default(), dropped_notice),
+            outbox: Outbox::new(
+                queue_capacity,
+                queue_max_bytes,
+                Policy::default(),
+                dropped_notice,
+            ),
             phase: Phase::Http(session),
             last_routed: 0,
             dirty: false,

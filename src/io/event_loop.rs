@@ -299,7 +299,12 @@ impl EventLoop {
             let session = HttpSession::new(now, &self.engine);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            let mut conn = Connection::new(stream, session, self.engine.config.queue_capacity);
+            let mut conn = Connection::new(
+                stream,
+                session,
+                self.engine.config.queue_capacity,
+                self.engine.config.queue_max_bytes,
+            );
             if let Err(e) = self.poll.registry().register(
                 &mut conn.stream,
                 Token(key),
@@ -535,7 +540,7 @@ fn route_event(
             .push_event(ev.frame().clone(), id, ev.priority());
         lost += push.lost();
         match push {
-            Push::Queued | Push::Evicted(_) => {
+            Push::Queued | Push::Evicted { .. } => {
                 if !conn.dirty {
                     conn.dirty = true;
                     dirty.push(key);
