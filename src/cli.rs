@@ -103,6 +103,14 @@ pub struct ServeArgs {
     /// Seconds to wait for the client's close frame after the server closes.
     #[arg(long, default_value_t = 5.0)]
     pub close_timeout: f64,
+    /// Seconds a subscriber's socket may take no bytes, with output waiting, before the
+    /// connection is evicted (counted in `evicted.write_stall`).
+    #[arg(long, default_value_t = 10.0)]
+    pub write_stall_timeout: f64,
+    /// Consecutive failed writes (errors other than "would block") before a connection is
+    /// evicted (counted in `evicted.write_errors`).
+    #[arg(long, default_value_t = 3)]
+    pub max_failed_writes: u32,
     /// Write the bound address to this file once listening (for scripts using --port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -144,6 +152,8 @@ impl ServeArgs {
             ping_interval: seconds("ping-interval", self.ping_interval)?,
             idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
             close_timeout: seconds("close-timeout", self.close_timeout)?,
+            write_stall_timeout: seconds("write-stall-timeout", self.write_stall_timeout)?,
+            max_failed_writes: self.max_failed_writes,
         })
     }
 }
@@ -174,6 +184,8 @@ mod tests {
         assert_eq!(cfg.ping_interval, def.ping_interval);
         assert_eq!(cfg.close_timeout, def.close_timeout);
         assert_eq!(cfg.max_connections, def.max_connections);
+        assert_eq!(cfg.write_stall_timeout, def.write_stall_timeout);
+        assert_eq!(cfg.max_failed_writes, def.max_failed_writes);
     }
 
     #[test]

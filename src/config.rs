@@ -51,6 +51,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Time to wait for the client's close frame (and for output to drain) after closing.
     pub close_timeout: Duration,
+    /// A connection whose socket takes no bytes for this long, with output waiting, is
+    /// evicted (`ws.evicted`, reason `write_stall`).
+    pub write_stall_timeout: Duration,
+    /// Consecutive failed writes (errors other than "would block") before eviction.
+    pub max_failed_writes: u32,
 }
 
 impl Default for Config {
@@ -75,6 +80,8 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
+            write_stall_timeout: Duration::from_secs(10),
+            max_failed_writes: 3,
         }
     }
 }
@@ -130,6 +137,7 @@ impl Config {
             ("ping-interval", self.ping_interval),
             ("idle-timeout", self.idle_timeout),
             ("close-timeout", self.close_timeout),
+            ("write-stall-timeout", self.write_stall_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
@@ -143,6 +151,9 @@ impl Config {
                 self.queue_max_bytes,
                 largest_frame,
             ));
+        }
+        if self.max_failed_writes == 0 {
+            return Err(ConfigError::Zero("max-failed-writes"));
         }
         if !self.allowed_overflow.contains(&self.overflow) {
             return Err(ConfigError::OverflowNotAllowed(self.overflow));

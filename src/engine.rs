@@ -85,6 +85,7 @@ impl Engine {
             "last_event_id": self.bus.last_id(),
             "io_threads": self.config.io_threads,
             "events": {"published": s.published, "delivered": s.delivered, "dropped": s.dropped},
+            "evicted": s.evicted,
         })
     }
 }

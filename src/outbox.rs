@@ -20,6 +20,8 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 
 use crate::event::Priority;
@@ -28,6 +30,8 @@ use crate::policy::Policy;
 /// Most control frames that may wait; a peer that keeps asking (pings, publishes with
 /// `ref`) without reading the answers is closed rather than allowed to grow this.
 pub const MAX_CONTROL_FRAMES: usize = 256;
+/// Least time between two `backlog` notices to one connection.
+pub const BACKLOG_NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 /// Queues larger than this are shrunk back when they drain.
 const SHRINK_ABOVE: usize = 64;
 const LANES: usize = 4;
@@ -128,6 +132,9 @@ pub struct Outbox {
     episodes: [Option<Episode>; LANES],
     last_delivered: u64,
     closing: bool,
+    /// Above the high-water mark (half full); cleared at a quarter (hysteresis).
+    backpressure: bool,
+    backlog_sent_at: Option<Instant>,
     make_notice: fn(&Episode) -> Bytes,
 }
 
@@ -152,6 +159,8 @@ impl Outbox {
             episodes: [None; LANES],
             last_delivered: 0,
             closing: false,
+            backpressure: false,
+            backlog_sent_at: None,
             make_notice,
         }
     }
@@ -163,6 +172,31 @@ impl Outbox {
             "the policy is chosen before events are queued"
         );
         self.policy = policy;
+    }
+
+    /// After events were queued: when the queue crosses its high-water mark (half its
+    /// events or half its bytes) the connection is marked `backpressure`, and the queue
+    /// length is returned when a `backlog` notice is due (at most one per
+    /// [`BACKLOG_NOTICE_INTERVAL`]). The mark clears when the queue drains to a quarter.
+    pub fn check_backlog(&mut self, now: Instant) -> Option<usize> {
+        let high = self.queued * 2 >= self.capacity || self.queued_bytes >= self.max_bytes / 2;
+        if self.backpressure || !high || self.closing {
+            return None;
+        }
+        self.backpressure = true;
+        if self
+            .backlog_sent_at
+            .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_NOTICE_INTERVAL)
+        {
+            return None;
+        }
+        self.backlog_sent_at = Some(now);
+        Some(self.queued)
+    }
+
+    /// Whether the queue is above its high-water mark.
+    pub fn is_backpressured(&self) -> bool {
+        self.backpressure
     }
 
     /// The policy.
@@ -431,6 +465,12 @@ impl Outbox {
         if !self.closing {
             self.notices_if_room();
         }
+        if self.backpressure
+            && self.queued * 4 <= self.capacity
+            && self.queued_bytes <= self.max_bytes / 4
+        {
+            self.backpressure = false;
+        }
         self.shrink_if_drained();
         progress
     }
@@ -603,6 +643,48 @@ mod tests {
         );
         assert_eq!(o.push_final([Bytes::from_static(b"BYE|")]), 2);
         assert_eq!(drain(&mut o, 100).0, b"2|BYE|");
+    }
+
+    #[test]
+    fn backlog_is_noticed_on_the_rising_edge_with_hysteresis_and_a_rate_limit() {
+        let t0 = Instant::now();
+        let mut o = outbox(8, Policy::DropNewest);
+        let mut notices = Vec::new();
+        let mut push_and_check = |o: &mut Outbox, id: u64, now: Instant| {
+            o.push_event(ev(id), id, Priority::Bulk);
+            if let Some(q) = o.check_backlog(now) {
+                notices.push(q);
+            }
+        };
+        for id in 1..=8 {
+            push_and_check(&mut o, id, t0);
+        }
+        assert!(o.is_backpressured());
+        let write_events = |o: &mut Outbox, n: usize| {
+            for _ in 0..n {
+                let mut iov = [IoSlice::new(&[]); 1];
+                o.gather(&mut iov);
+                let len = iov[0].len();
+                o.advance(len);
+            }
+        };
+        write_events(&mut o, 5); // 3 left: above a quarter, still marked
+        assert!(o.is_backpressured());
+        write_events(&mut o, 1); // 2 left: a quarter
+        assert!(!o.is_backpressured());
+        for id in 9..=12 {
+            push_and_check(&mut o, id, t0 + Duration::from_secs(1)); // crosses again within 5 s
+        }
+        assert!(o.is_backpressured());
+        write_events(&mut o, 6);
+        for id in 13..=16 {
+            push_and_check(&mut o, id, t0 + Duration::from_secs(6));
+        }
+        assert_eq!(
+            notices,
+            [4, 4],
+            "one notice per crossing, none within 5 s of the last"
+        );
     }
 
     #[test]

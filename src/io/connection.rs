@@ -45,6 +45,28 @@ pub struct Connection {
     /// answer while the peer is still sending). A finished WebSocket close handshake needs
     /// no wait: the server closes first (RFC 6455 §7.1.1).
     pub(crate) linger: bool,
+    /// Since when output has waited while the socket took nothing (`None`: progressing or
+    /// nothing to write).
+    pub(crate) stalled_since: Option<Instant>,
+    /// Consecutive failed writes (errors other than "would block").
+    pub(crate) failed_writes: u32,
+}
+
+/// Why [`Connection::flush`] stopped.
+#[derive(Debug)]
+pub enum FlushError {
+    /// The peer is gone (reset, broken pipe): drop the connection.
+    Gone,
+    /// Another write error; [`Connection::failed_writes`](Connection) counts them.
+    Failed(io::Error),
+}
+
+fn peer_gone(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | WriteZero | UnexpectedEof
+    )
 }
 
 fn dropped_notice(e: &Episode) -> Bytes {
@@ -74,13 +96,17 @@ impl Connection {
             finish_by: None,
             write_shut: false,
             linger: true,
+            stalled_since: None,
+            failed_writes: 0,
         }
     }
 
     /// Writes as much of the outbox as the socket takes. `Ok` with the progress made, even
-    /// if output remains (a writable event will come); `Err` when the socket failed.
-    pub fn flush(&mut self) -> io::Result<Progress> {
+    /// if output remains (a writable event will come); `Err` when the socket failed. Keeps
+    /// track of stalls (output waiting, nothing taken) and consecutive write errors.
+    pub fn flush(&mut self, now: Instant) -> Result<Progress, FlushError> {
         let mut total = Progress::default();
+        let mut wrote = false;
         loop {
             let mut iov = [IoSlice::new(&[]); IOV_BATCH];
             let n = self.outbox.gather(&mut iov);
@@ -88,12 +114,27 @@ impl Connection {
                 break;
             }
             match self.stream.write_vectored(&iov[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => total.events += self.outbox.advance(written).events,
+                Ok(0) => return Err(FlushError::Gone),
+                Ok(written) => {
+                    wrote = true;
+                    total.events += self.outbox.advance(written).events;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) if peer_gone(&e) => return Err(FlushError::Gone),
+                Err(e) => {
+                    self.failed_writes += 1;
+                    return Err(FlushError::Failed(e));
+                }
             }
+        }
+        if wrote {
+            self.failed_writes = 0;
+        }
+        if wrote || self.outbox.is_empty() {
+            self.stalled_since = None;
+        } else {
+            self.stalled_since.get_or_insert(now);
         }
         if self.finish_by.is_some() && self.outbox.is_empty() && self.linger && !self.write_shut {
             // Everything is out: send FIN, then wait for the peer's (lingering close, so a

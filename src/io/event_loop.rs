@@ -22,7 +22,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, FlushError, Phase};
 use super::router::Router;
 use crate::engine::Engine;
 use crate::event::Encoded;
@@ -32,6 +32,7 @@ use crate::log::Read;
 use crate::metrics::ThreadCounters;
 use crate::outbox::Push;
 use crate::ws::frame::CloseCode;
+use crate::ws::message;
 use crate::ws::session::{WsSession, WsStep};
 
 /// The waker's token.
@@ -166,14 +167,15 @@ impl EventLoop {
         let engine = Arc::clone(&self.engine);
         let log = engine.bus.log();
         let counters = engine.counters.thread(self.index);
-        let more = self.route_batch(log, counters);
         let now = Instant::now();
+        let more = self.route_batch(log, counters, now);
         for key in std::mem::take(&mut self.overflowed) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             if let Phase::Ws(ws) = &mut conn.phase {
                 ws.disconnect_slow_consumer(now, &mut conn.outbox);
+                ThreadCounters::add(&counters.evicted_slow_consumer, 1);
             }
             self.after_ws(key, WsStep::Continue, now);
             self.mark_dirty(key);
@@ -185,13 +187,14 @@ impl EventLoop {
         &mut self,
         log: &crate::log::EventLog<Encoded>,
         counters: &ThreadCounters,
+        now: Instant,
     ) -> bool {
         for _ in 0..ROUTE_BATCH {
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
             let overflowed = &mut self.overflowed;
             match log.read(cursor, |ev| {
-                route_event(ev, router, conns, dirty, overflowed, counters)
+                route_event(ev, router, conns, dirty, overflowed, counters, now)
             }) {
                 Read::Ready(()) => self.cursor += 1,
                 Read::Pending => return false,
@@ -256,14 +259,26 @@ impl EventLoop {
             return;
         };
         conn.dirty = false;
-        match conn.flush() {
+        let counters = self.engine.counters.thread(self.index);
+        match conn.flush(Instant::now()) {
             Ok(p) => {
-                ThreadCounters::add(&self.engine.counters.thread(self.index).delivered, p.events);
+                ThreadCounters::add(&counters.delivered, p.events);
                 if conn.is_done() {
                     self.remove(key);
                 }
             }
-            Err(_) => self.remove(key),
+            Err(FlushError::Gone) => self.remove(key),
+            // Transient, perhaps (out of buffers): the next tick retries, up to the limit.
+            Err(FlushError::Failed(_))
+                if conn.failed_writes < self.engine.config.max_failed_writes => {}
+            Err(FlushError::Failed(e)) => {
+                eprintln!(
+                    "firehose: evicting a connection after {} failed writes in a row: {e}",
+                    conn.failed_writes
+                );
+                ThreadCounters::add(&counters.evicted_write_errors, 1);
+                self.remove(key);
+            }
         }
     }
 
@@ -427,7 +442,20 @@ impl EventLoop {
         let mut expired = Vec::new();
         let mut ws_steps = Vec::new();
         let mut closed_http = Vec::new();
+        let stall = engine.config.write_stall_timeout;
+        let mut stalled = Vec::new();
+        let mut retry = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
+            if conn
+                .stalled_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= stall)
+            {
+                stalled.push(key);
+                continue;
+            }
+            if conn.failed_writes > 0 {
+                retry.push(key);
+            }
             if let Some(deadline) = conn.finish_by {
                 if now >= deadline {
                     expired.push(key);
@@ -453,6 +481,14 @@ impl EventLoop {
         }
         for key in expired {
             self.remove(key);
+        }
+        for key in stalled {
+            // The socket takes nothing: no close frame could get through either.
+            ThreadCounters::add(&engine.counters.thread(self.index).evicted_write_stall, 1);
+            self.remove(key);
+        }
+        for key in retry {
+            self.mark_dirty(key);
         }
         self.flush_dirty();
     }
@@ -524,6 +560,7 @@ fn route_event(
     dirty: &mut Vec<usize>,
     overflowed: &mut Vec<usize>,
     counters: &ThreadCounters,
+    now: Instant,
 ) {
     let id = ev.id();
     let mut lost = 0;
@@ -541,6 +578,10 @@ fn route_event(
         lost += push.lost();
         match push {
             Push::Queued | Push::Evicted { .. } => {
+                if let Some(queued) = conn.outbox.check_backlog(now) {
+                    // Best effort: a full control lane means the client reads nothing anyway.
+                    let _ = conn.outbox.push_control(message::backlog(queued));
+                }
                 if !conn.dirty {
                     conn.dirty = true;
                     dirty.push(key);

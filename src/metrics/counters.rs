@@ -17,6 +17,13 @@ pub struct ThreadCounters {
     pub ws_clients: AtomicI64,
     /// Open connections of any kind on this thread.
     pub connections: AtomicI64,
+    /// Connections evicted because their socket made no write progress (`ws.evicted`,
+    /// reason `write_stall`).
+    pub evicted_write_stall: AtomicU64,
+    /// Connections evicted after repeated write errors (reason `write_errors`).
+    pub evicted_write_errors: AtomicU64,
+    /// Connections closed by the `disconnect` overflow policy (reason `slow_consumer`).
+    pub evicted_slow_consumer: AtomicU64,
 }
 
 impl ThreadCounters {
@@ -47,6 +54,19 @@ pub struct Snapshot {
     pub ws_connected_clients: u64,
     /// Open connections of any kind.
     pub connections: u64,
+    /// Evictions by reason.
+    pub evicted: Evicted,
+}
+
+/// Evicted connections, by reason (`ws.evicted`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Evicted {
+    /// No write progress for the write-stall timeout.
+    pub write_stall: u64,
+    /// Too many consecutive write errors.
+    pub write_errors: u64,
+    /// The `disconnect` overflow policy.
+    pub slow_consumer: u64,
 }
 
 impl Counters {
@@ -75,6 +95,9 @@ impl Counters {
         for t in self.threads.iter() {
             s.delivered += t.delivered.load(Ordering::Relaxed);
             s.dropped += t.dropped.load(Ordering::Relaxed);
+            s.evicted.write_stall += t.evicted_write_stall.load(Ordering::Relaxed);
+            s.evicted.write_errors += t.evicted_write_errors.load(Ordering::Relaxed);
+            s.evicted.slow_consumer += t.evicted_slow_consumer.load(Ordering::Relaxed);
             ws += t.ws_clients.load(Ordering::Relaxed);
             conns += t.connections.load(Ordering::Relaxed);
         }

@@ -4,4 +4,4 @@
 
 mod counters;
 
-pub use counters::{Counters, Snapshot, ThreadCounters};
+pub use counters::{Counters, Evicted, Snapshot, ThreadCounters};

@@ -168,6 +168,12 @@ pub fn dropped(count: u64, first_id: u64, last_id: u64, lane: Option<Priority>) 
     text(v)
 }
 
+/// `{"op":"backlog","queued":N}`: this connection's queue crossed its high-water mark;
+/// a UI can show "catching up".
+pub fn backlog(queued: usize) -> Bytes {
+    text(json!({"op": "backlog", "queued": queued}))
+}
+
 /// `{"op":"closing","reason":"…","last_id":N}`: the server is about to close; `last_id` is
 /// the last event this connection delivered, where the client can resume.
 pub fn closing(reason: &str, last_id: u64) -> Bytes {

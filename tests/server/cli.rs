@@ -34,6 +34,8 @@ fn help_documents_every_serve_flag() {
         "--ping-interval",
         "--idle-timeout",
         "--close-timeout",
+        "--write-stall-timeout",
+        "--max-failed-writes",
         "--addr-file",
     ] {
         let line = help

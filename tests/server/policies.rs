@@ -92,6 +92,9 @@ fn priority_lanes_keep_critical_events_through_a_bulk_flood() {
     let mut accounted = 0u64;
     while accounted < EVENTS {
         let v: Value = next_json(&mut ws);
+        if is_backlog(&v) {
+            continue;
+        }
         if v["op"] == "dropped" {
             assert_eq!(v["lane"], "bulk", "only bulk events may be lost: {v}");
             lost_bulk += v["count"].as_u64().unwrap();
@@ -124,6 +127,7 @@ fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 match v["op"].as_str() {
                     Some("closing") => closing = Some(v),
+                    Some("backlog") => {}
                     Some(other) => panic!("unexpected notice {other}: {v}"),
                     None => {
                         assert!(closing.is_none(), "no event after the closing notice");
@@ -148,4 +152,97 @@ fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
         "the notice says exactly how far the client got"
     );
     assert!(last_event < EVENTS);
+    assert!(eventually(Duration::from_secs(5), || bridge
+        .engine()
+        .snapshot()
+        .evicted
+        .slow_consumer
+        == 1));
+}
+
+#[test]
+fn a_queue_crossing_its_high_water_mark_sends_one_backlog_notice() {
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, _) = subscribe(bridge.local_addr(), "");
+    flood(&bridge, 0);
+    let mut backlog = Vec::new();
+    let mut accounted = 0;
+    while accounted < EVENTS {
+        let v = next_json(&mut ws);
+        match v["op"].as_str() {
+            Some("backlog") => backlog.push(v["queued"].as_u64().unwrap()),
+            Some("dropped") => accounted += v["count"].as_u64().unwrap(),
+            Some(other) => panic!("unexpected {other}"),
+            None => accounted += 1,
+        }
+    }
+    assert_eq!(
+        backlog.len(),
+        1,
+        "one notice for one burst (at most one per 5 s): {backlog:?}"
+    );
+    assert!(
+        backlog[0] >= 50,
+        "sent on crossing half the queue: {backlog:?}"
+    );
+}
+
+#[test]
+fn a_socket_that_takes_nothing_is_evicted_after_the_write_stall_timeout() {
+    let bridge = server(|c| {
+        c.queue_capacity = 100_000;
+        c.queue_max_bytes = 1 << 30;
+        c.write_stall_timeout = Duration::from_millis(500);
+        c.io_threads = 1;
+    });
+    let addr = bridge.local_addr();
+    let mut stalled = raw_ws(addr, "");
+    let (mut healthy, _) = subscribe(addr, "");
+    let reader = std::thread::spawn(move || {
+        let mut notices = Vec::new();
+        for _ in 0..2_000 {
+            next_event(&mut healthy, &mut notices);
+        }
+        (notices, healthy) // keep the connection open
+    });
+    let pad = "x".repeat(16 * 1024);
+    for _ in 0..2_000 {
+        bridge
+            .bus()
+            .publish(&Event::new("big", "test").with_payload(&pad).unwrap())
+            .unwrap();
+    }
+    let (notices, _healthy) = reader.join().unwrap();
+    assert!(
+        notices.is_empty(),
+        "the healthy client lost nothing: {notices:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || bridge
+            .engine()
+            .snapshot()
+            .evicted
+            .write_stall
+            == 1),
+        "{:?}",
+        bridge.engine().snapshot()
+    );
+    assert_eq!(
+        bridge.engine().snapshot().ws_connected_clients,
+        1,
+        "only the stalled client went"
+    );
+    let health = http_json(addr, "GET", "/health", "").1;
+    assert_eq!(health["evicted"]["write_stall"], 1);
+    // The stalled socket was closed: draining it ends in EOF or a reset, not a hang.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match std::io::Read::read(&mut stalled, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
 }

@@ -50,10 +50,19 @@ pub fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// The next event (skipping control notices, which are returned through `notices`).
+/// Whether a message is a `backlog` notice: it reports the queue's state, not a loss.
+pub fn is_backlog(v: &Value) -> bool {
+    v["op"] == "backlog"
+}
+
+/// The next event (skipping control notices, which are returned through `notices`;
+/// `backlog` notices are skipped altogether).
 pub fn next_event(ws: &mut Ws, notices: &mut Vec<Value>) -> Value {
     loop {
         let v = next_json(ws);
+        if is_backlog(&v) {
+            continue;
+        }
         if v.get("op").is_some() {
             notices.push(v);
         } else {
@@ -86,6 +95,9 @@ pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> (u64, u64) {
     let mut cover = |id: u64| covered[(id - first) as usize] += 1;
     while seen < count {
         let v = next_json(ws);
+        if is_backlog(&v) {
+            continue;
+        }
         if v["op"] == "dropped" {
             let (a, b) = (
                 v["first_id"].as_u64().unwrap(),
