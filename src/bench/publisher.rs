@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::client::text_frame;
 use super::BenchError;
+use crate::ws::frame::parse_unmasked;
 
 const REF_EVERY: u64 = 64;
 
@@ -119,19 +120,7 @@ pub fn run(
 fn read_answers(inbox: &mut Vec<u8>) -> Result<u64, BenchError> {
     let mut at = 0;
     let mut best = 0;
-    while inbox.len() >= at + 2 {
-        let (len, hl) = match inbox[at + 1] & 0x7F {
-            126 if inbox.len() >= at + 4 => (
-                u16::from_be_bytes([inbox[at + 2], inbox[at + 3]]) as usize,
-                4,
-            ),
-            126 | 127 => break,
-            n => (n as usize, 2),
-        };
-        if inbox.len() < at + hl + len {
-            break;
-        }
-        let body = &inbox[at + hl..at + hl + len];
+    while let Some((_, body, used)) = parse_unmasked(&inbox[at..]) {
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
             match v["op"].as_str() {
                 Some("published") => best = best.max(v["ref"].as_u64().unwrap_or(0)),
@@ -144,7 +133,7 @@ fn read_answers(inbox: &mut Vec<u8>) -> Result<u64, BenchError> {
                 _ => {}
             }
         }
-        at += hl + len;
+        at += used;
     }
     inbox.drain(..at);
     Ok(best)

@@ -174,8 +174,10 @@ impl EventLoop {
                 continue;
             };
             if let Phase::Ws(ws) = &mut conn.phase {
-                ws.disconnect_slow_consumer(now, &mut conn.outbox);
-                ThreadCounters::add(&counters.evicted_slow_consumer, 1);
+                if ws.disconnect_slow_consumer(now, &mut conn.outbox) {
+                    // Counted once, however often it overflowed in this batch.
+                    ThreadCounters::add(&counters.evicted_slow_consumer, 1);
+                }
             }
             self.after_ws(key, WsStep::Continue, now);
             self.mark_dirty(key);

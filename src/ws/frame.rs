@@ -236,6 +236,24 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Decodes one unmasked frame (as the server sends them) from the front of `buf`, for
+/// clients such as `firehose bench`: `(first header byte, payload, bytes used)`, or `None`
+/// until the frame is complete (or if its length cannot be addressed).
+pub fn parse_unmasked(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, at): (usize, usize) = match b1 & 0x7F {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => {
+            let b = buf.get(2..10)?;
+            let len = u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            (usize::try_from(len).ok()?, 10)
+        }
+        n => (n as usize, 2),
+    };
+    let payload = buf.get(at..at.checked_add(len)?)?;
+    Some((b0, payload, at + len))
+}
+
 /// Encodes a masked frame as a client sends it. `head` is the first header byte (FIN, RSV
 /// and opcode bits), taken raw so tests can also build frames the server must refuse.
 pub fn encode_masked(out: &mut Vec<u8>, head: u8, payload: &[u8], key: [u8; 4]) {
@@ -375,6 +393,17 @@ mod tests {
             "reason cut at a char boundary within 125 bytes"
         );
         assert_eq!(&c[2..4], &1008u16.to_be_bytes());
+    }
+
+    #[test]
+    fn unmasked_frames_decode_back() {
+        for len in [0usize, 5, 125, 126, 65535, 65536] {
+            let f = encode(OpCode::Text, &vec![b'z'; len]);
+            let (b0, payload, used) = parse_unmasked(&f).unwrap();
+            assert_eq!((b0, payload.len(), used), (0x81, len, f.len()));
+            assert!(parse_unmasked(&f[..f.len() - 1]).is_none() || len == 0);
+        }
+        assert!(parse_unmasked(&[0x81]).is_none());
     }
 
     #[test]

@@ -312,9 +312,14 @@ impl WsSession {
 
     /// The `disconnect` policy's end: a `closing` notice with the last id delivered (the
     /// frame being written, if any, is finished first), then close 1008 `slow consumer`.
-    pub fn disconnect_slow_consumer(&mut self, now: Instant, out: &mut Outbox) {
+    /// Returns whether this call closed the session (it may already be closing).
+    pub fn disconnect_slow_consumer(&mut self, now: Instant, out: &mut Outbox) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
         let notice = message::closing("slow consumer", out.last_delivered());
         self.close_with(Some(notice), CloseCode::Policy, "slow consumer", now, out);
+        true
     }
 
     fn close_with(

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod delivery;
 mod hygiene;
+mod isolation;
 mod malformed;
 mod policies;
 mod publish;

@@ -223,26 +223,9 @@ pub fn read_until_close(s: &mut TcpStream) -> (u16, String) {
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        // Walk complete frames.
         let mut at = 0;
-        while got.len() >= at + 2 {
-            let op = got[at] & 0x0F;
-            let (len, hl) = match got[at + 1] & 0x7F {
-                126 if got.len() >= at + 4 => {
-                    (u16::from_be_bytes([got[at + 2], got[at + 3]]) as usize, 4)
-                }
-                127 if got.len() >= at + 10 => (
-                    u64::from_be_bytes(got[at + 2..at + 10].try_into().unwrap()) as usize,
-                    10,
-                ),
-                126 | 127 => break,
-                n => (n as usize, 2),
-            };
-            if got.len() < at + hl + len {
-                break;
-            }
-            let payload = &got[at + hl..at + hl + len];
-            if op == 0x8 {
+        while let Some((head, payload, used)) = firehose::ws::frame::parse_unmasked(&got[at..]) {
+            if head & 0x0F == 0x8 {
                 let code = if payload.len() >= 2 {
                     u16::from_be_bytes([payload[0], payload[1]])
                 } else {
@@ -252,7 +235,7 @@ pub fn read_until_close(s: &mut TcpStream) -> (u16, String) {
                     String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).to_string();
                 return (code, reason);
             }
-            at += hl + len;
+            at += used;
         }
         got.drain(..at);
         match s.read(&mut buf) {
