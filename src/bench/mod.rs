@@ -35,7 +35,9 @@ pub struct BenchArgs {
     /// Subscriber connections.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,
-    /// Of the subscribers, how many connect and then never read (slow consumers).
+    /// Of the subscribers, how many connect and then never read (slow consumers). With
+    /// K > 0 the run measures twice against the same server, first with no slow
+    /// subscribers and then with K, and reports the two side by side.
     #[arg(long, default_value_t = 0)]
     pub slow: usize,
     /// Publisher connections.
@@ -141,8 +143,23 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 
 /// Runs the bench described by `args` and prints its report.
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    let report = measure(args)?;
-    print_report(args, &report);
+    if args.slow == 0 {
+        let report = measure(args)?;
+        print_report(args, &report);
+        return Ok(());
+    }
+    let baseline_args = BenchArgs {
+        slow: 0,
+        ..args.clone()
+    };
+    eprintln!("bench: phase 1 of 2: no slow subscribers");
+    let baseline = measure(&baseline_args)?;
+    eprintln!(
+        "bench: phase 2 of 2: {} of {} subscribers never read",
+        args.slow, args.subscribers
+    );
+    let slow = measure(args)?;
+    print_comparison(args, &baseline, &slow);
     Ok(())
 }
 
@@ -313,6 +330,70 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     })
 }
 
+fn report_json(args: &BenchArgs, r: &Report, slow: usize) -> serde_json::Value {
+    let q = |p: f64| r.latency.value_at_quantile(p);
+    let rate = |n: u64| n as f64 / r.seconds;
+    json!({
+        "subscribers": args.subscribers, "slow": slow, "publishers": args.publishers,
+        "payload_bytes": args.payload_bytes, "rate": args.rate, "seconds": r.seconds,
+        "published": r.published, "published_per_s": rate(r.published),
+        "delivered": r.delivered, "delivered_per_s": rate(r.delivered), "notices": r.notices,
+        "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": r.latency.max(), "samples": r.latency.len()},
+        "server": {"cpu_s": r.server_cpu_s, "rss_kib": r.server_rss_kib, "rss_growth_kib": r.server_rss_growth_kib},
+    })
+}
+
+fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let row = |name: &str, f: &dyn Fn(&Report) -> String| {
+        println!("  {name:<28} {:>16} {:>16}", f(base), f(slow))
+    };
+    println!();
+    println!(
+        "  {} subscribers, {} B payloads, {}",
+        args.subscribers,
+        args.payload_bytes,
+        if args.rate > 0.0 {
+            format!("{} ev/s", args.rate)
+        } else {
+            "as fast as taken".into()
+        }
+    );
+    println!(
+        "  {:<28} {:>16} {:>16}",
+        "",
+        "0 never reading",
+        format!("{} never reading", args.slow)
+    );
+    row("published ev/s", &|r| {
+        format!("{:.0}", r.published as f64 / r.seconds)
+    });
+    row("delivered msg/s (healthy)", &|r| {
+        format!("{:.0}", r.delivered as f64 / r.seconds)
+    });
+    row("healthy p50 latency µs", &|r| {
+        r.latency.value_at_quantile(0.5).to_string()
+    });
+    row("healthy p99 latency µs", &|r| {
+        r.latency.value_at_quantile(0.99).to_string()
+    });
+    row("healthy max latency µs", &|r| r.latency.max().to_string());
+    row("notices to healthy", &|r| r.notices.to_string());
+    row("server CPU s", &|r| {
+        opt(r.server_cpu_s.map(|c| format!("{c:.2}")))
+    });
+    row("server RSS KiB (end)", &|r| {
+        opt(r.server_rss_kib.map(|v| v.to_string()))
+    });
+    row("server RSS growth KiB", &|r| {
+        opt(r.server_rss_growth_kib.map(|v| v.to_string()))
+    });
+    println!(
+        "{}",
+        json!({"baseline": report_json(args, base, 0), "with_slow": report_json(args, slow, args.slow)})
+    );
+}
+
 fn print_report(args: &BenchArgs, r: &Report) {
     let q = |p: f64| r.latency.value_at_quantile(p);
     let rate = |n: u64| n as f64 / r.seconds;
@@ -347,13 +428,6 @@ fn print_report(args: &BenchArgs, r: &Report) {
     if let (Some(rss), Some(growth)) = (r.server_rss_kib, r.server_rss_growth_kib) {
         println!("  server RSS         {rss} KiB (growth {growth} KiB)");
     }
-    let line = json!({
-        "subscribers": args.subscribers, "slow": args.slow, "publishers": args.publishers,
-        "payload_bytes": args.payload_bytes, "rate": args.rate, "seconds": r.seconds,
-        "published": r.published, "published_per_s": rate(r.published),
-        "delivered": r.delivered, "delivered_per_s": rate(r.delivered), "notices": r.notices,
-        "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": r.latency.max(), "samples": r.latency.len()},
-        "server": {"cpu_s": r.server_cpu_s, "rss_kib": r.server_rss_kib, "rss_growth_kib": r.server_rss_growth_kib},
-    });
+    let line = report_json(args, r, args.slow);
     println!("{line}");
 }
