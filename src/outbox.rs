@@ -36,14 +36,18 @@ pub const BACKLOG_NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 const SHRINK_ABOVE: usize = 64;
 const LANES: usize = 4;
 
-/// A queued frame in an event lane.
+/// A queued frame in an event lane: 40 bytes, as this is the hottest structure.
 #[derive(Clone, Debug)]
 struct Item {
     frame: Bytes,
+    /// The event id; 0 for the `dropped` notices that share the lanes (ids start at 1).
     id: u64,
-    priority: Priority,
-    /// `false` for the `dropped` notices that share the lanes.
-    is_event: bool,
+}
+
+impl Item {
+    fn is_event(&self) -> bool {
+        self.id != 0
+    }
 }
 
 /// An overflow episode: events one lane lost since it filled up.
@@ -60,7 +64,14 @@ pub struct Episode {
 }
 
 impl Episode {
-    fn add(episode: &mut Option<Self>, id_first: u64, id_last: u64, lane: Option<Priority>) {
+    /// Adds lost ids to `episode`; returns whether that opened it.
+    fn add(
+        episode: &mut Option<Self>,
+        id_first: u64,
+        id_last: u64,
+        lane: Option<Priority>,
+    ) -> bool {
+        let opened = episode.is_none();
         let e = episode.get_or_insert(Episode {
             count: 0,
             first_id: id_first,
@@ -73,6 +84,7 @@ impl Episode {
         if e.lane != lane {
             e.lane = None;
         }
+        opened
     }
 }
 
@@ -130,6 +142,8 @@ pub struct Outbox {
     queued_bytes: usize,
     policy: Policy,
     episodes: [Option<Episode>; LANES],
+    /// How many of `episodes` are open (a cheap "any notice due?" on the hot path).
+    open_episodes: u8,
     last_delivered: u64,
     closing: bool,
     /// Above the high-water mark (half full); cleared at a quarter (hysteresis).
@@ -157,6 +171,7 @@ impl Outbox {
             queued_bytes: 0,
             policy,
             episodes: [None; LANES],
+            open_episodes: 0,
             last_delivered: 0,
             closing: false,
             backpressure: false,
@@ -179,8 +194,11 @@ impl Outbox {
     /// length is returned when a `backlog` notice is due (at most one per
     /// [`BACKLOG_NOTICE_INTERVAL`]). The mark clears when the queue drains to a quarter.
     pub fn check_backlog(&mut self, now: Instant) -> Option<usize> {
+        if self.backpressure || self.closing {
+            return None;
+        }
         let high = self.queued * 2 >= self.capacity || self.queued_bytes >= self.max_bytes / 2;
-        if self.backpressure || !high || self.closing {
+        if !high {
             return None;
         }
         self.backpressure = true;
@@ -223,14 +241,20 @@ impl Outbox {
         })
     }
 
+    fn lose(&mut self, lane: usize, first: u64, last: u64, name: Option<Priority>) {
+        if Episode::add(&mut self.episodes[lane], first, last, name) {
+            self.open_episodes += 1;
+        }
+    }
+
     /// Removes the oldest event (not a notice) of `lane`; returns its id.
     fn evict_oldest(&mut self, lane: usize) -> Option<u64> {
-        let i = self.lanes[lane].iter().position(|it| it.is_event)?;
+        let i = self.lanes[lane].iter().position(Item::is_event)?;
         let item = self.lanes[lane].remove(i)?;
         self.queued -= 1;
         self.queued_bytes -= item.frame.len();
         let name = self.lane_name(lane);
-        Episode::add(&mut self.episodes[lane], item.id, item.id, name);
+        self.lose(lane, item.id, item.id, name);
         Some(item.id)
     }
 
@@ -241,10 +265,13 @@ impl Outbox {
     /// How many events, taken oldest first from `lanes` in order, must go before an event
     /// of `len` bytes fits; `None` if it cannot fit even then.
     fn evictions_needed(&self, lanes: &[usize], len: usize) -> Option<usize> {
+        if lanes.is_empty() {
+            return None;
+        }
         let (mut queued, mut bytes, mut need) = (self.queued, self.queued_bytes, 0);
         let candidates = lanes
             .iter()
-            .flat_map(|l| self.lanes[*l].iter().filter(|i| i.is_event));
+            .flat_map(|l| self.lanes[*l].iter().filter(|i| i.is_event()));
         for item in candidates {
             if self.fits(queued, bytes, len) {
                 break;
@@ -264,56 +291,79 @@ impl Outbox {
         }
         let lane = self.lane_of(priority);
         let len = frame.len();
-        let mut outcome = Push::Queued;
-        if !self.fits(self.queued, self.queued_bytes, len) {
-            let victims: Vec<usize> = match self.policy {
-                Policy::DropNewest => Vec::new(),
-                Policy::Disconnect => return Push::Overflowed,
-                Policy::DropOldest => vec![0],
-                // Lanes below the incoming one, lowest first.
-                Policy::Priority => (lane + 1..LANES).rev().collect(),
-            };
-            match self.evictions_needed(&victims, len) {
-                Some(need) => {
-                    // `need` > 0: the event did not fit before.
-                    let mut first = None;
-                    let mut left = need;
-                    for l in victims {
-                        while left > 0 {
-                            let Some(evicted) = self.evict_oldest(l) else {
-                                break;
-                            };
-                            first.get_or_insert(evicted);
-                            left -= 1;
-                        }
+        let outcome = if self.fits(self.queued, self.queued_bytes, len) {
+            if self.open_episodes > 0 {
+                // Room (not made by an eviction): a finished episode's notice goes first.
+                self.notices_if_room();
+            }
+            Push::Queued
+        } else {
+            match self.make_room(lane, priority, id, len) {
+                Some(outcome) => outcome,
+                None => {
+                    return if self.policy == Policy::Disconnect {
+                        Push::Overflowed
+                    } else {
+                        Push::Dropped
                     }
-                    outcome = Push::Evicted {
-                        first: first.unwrap_or(0),
-                        count: need as u64,
-                    };
-                }
-                // `control` is never dropped: it may take the queue over its bounds.
-                _ if self.policy == Policy::Priority && priority == Priority::Control => {}
-                _ => {
-                    let name = self.lane_name(lane);
-                    Episode::add(&mut self.episodes[lane], id, id, name);
-                    return Push::Dropped;
                 }
             }
-        }
-        if outcome == Push::Queued {
-            // Room (not made by an eviction): a finished episode's notice goes first.
-            self.notices_if_room();
-        }
-        self.lanes[lane].push_back(Item {
-            frame,
-            id,
-            priority,
-            is_event: true,
-        });
+        };
+        self.lanes[lane].push_back(Item { frame, id });
         self.queued += 1;
         self.queued_bytes += len;
         outcome
+    }
+
+    /// The queue is full for an event of `len` bytes: applies the policy. `Some` if the
+    /// event may be queued now (after evictions, or `control` over the bounds); `None` if
+    /// it is lost (recorded in its lane's episode, except under `disconnect`).
+    fn make_room(&mut self, lane: usize, priority: Priority, id: u64, len: usize) -> Option<Push> {
+        let mut victims = [0usize; LANES];
+        let n = match self.policy {
+            Policy::Disconnect => return None,
+            Policy::DropNewest => 0,
+            Policy::DropOldest => 1, // lane 0
+            Policy::Priority => {
+                // Lanes below the incoming one, lowest first.
+                let below = (lane + 1..LANES).rev();
+                let n = below.len();
+                for (slot, l) in victims.iter_mut().zip(below) {
+                    *slot = l;
+                }
+                n
+            }
+        };
+        let victims = &victims[..n];
+        match self.evictions_needed(victims, len) {
+            Some(need) => {
+                // `need` > 0: the event did not fit before.
+                let mut first = None;
+                let mut left = need;
+                for &l in victims {
+                    while left > 0 {
+                        let Some(evicted) = self.evict_oldest(l) else {
+                            break;
+                        };
+                        first.get_or_insert(evicted);
+                        left -= 1;
+                    }
+                }
+                Some(Push::Evicted {
+                    first: first.unwrap_or(0),
+                    count: need as u64,
+                })
+            }
+            // `control` is never dropped: it may take the queue over its bounds.
+            None if self.policy == Policy::Priority && priority == Priority::Control => {
+                Some(Push::Queued)
+            }
+            None => {
+                let name = self.lane_name(lane);
+                self.lose(lane, id, id, name);
+                None
+            }
+        }
     }
 
     /// Records events this connection lost before reaching its queue (the I/O thread fell
@@ -324,7 +374,7 @@ impl Outbox {
         }
         // Their priorities are unknown: report them in the lowest lane, lane unknown.
         let lane = self.lane_of(Priority::Bulk);
-        Episode::add(&mut self.episodes[lane], first_id, last_id, None);
+        self.lose(lane, first_id, last_id, None);
         self.notices_if_room();
     }
 
@@ -335,12 +385,11 @@ impl Outbox {
         }
         for lane in 0..LANES {
             if let Some(episode) = self.episodes[lane].take() {
+                self.open_episodes -= 1;
                 // A notice may take the queue over capacity: it must not cost an event.
                 self.lanes[lane].push_back(Item {
                     frame: (self.make_notice)(&episode),
                     id: 0,
-                    priority: Priority::Control,
-                    is_event: false,
                 });
             }
         }
@@ -368,6 +417,7 @@ impl Outbox {
         self.queued = 0;
         self.queued_bytes = 0;
         self.episodes = [None; LANES];
+        self.open_episodes = 0;
         self.control.extend(frames);
         self.closing = true;
         discarded
@@ -383,14 +433,14 @@ impl Outbox {
         self.queued + usize::from(matches!(self.partial, Some((_, _, id)) if id != 0))
     }
 
-    /// The queued events, as `(id, priority)`, in the order they will be written (a partly
-    /// written one excluded).
-    pub fn queued(&self) -> impl Iterator<Item = (u64, Priority)> + '_ {
+    /// The ids of the queued events, in the order they will be written (a partly written
+    /// one excluded).
+    pub fn queued(&self) -> impl Iterator<Item = u64> + '_ {
         self.lanes
             .iter()
             .flatten()
-            .filter(|i| i.is_event)
-            .map(|i| (i.id, i.priority))
+            .filter(|i| i.is_event())
+            .map(|i| i.id)
     }
 
     /// The id of the last event completely written (0 if none), or of the one being
@@ -416,18 +466,36 @@ impl Outbox {
 
     /// Fills `iov` with the next bytes to write, in order; returns how many slices it used.
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let frames = self
-            .partial
-            .iter()
-            .map(|(frame, offset, _)| &frame[*offset..])
-            .chain(self.control.iter().map(|f| &f[..]))
-            .chain(self.lanes.iter().flatten().map(|i| &i.frame[..]));
         let mut n = 0;
-        for (slot, bytes) in iov.iter_mut().zip(frames) {
-            *slot = IoSlice::new(bytes);
+        if let Some((frame, offset, _)) = &self.partial {
+            if n == iov.len() {
+                return n;
+            }
+            iov[n] = IoSlice::new(&frame[*offset..]);
             n += 1;
         }
+        for frame in &self.control {
+            if n == iov.len() {
+                return n;
+            }
+            iov[n] = IoSlice::new(frame);
+            n += 1;
+        }
+        for lane in &self.lanes {
+            for item in lane {
+                if n == iov.len() {
+                    return n;
+                }
+                iov[n] = IoSlice::new(&item.frame);
+                n += 1;
+            }
+        }
         n
+    }
+
+    /// The first lane with anything queued.
+    fn front_lane(&mut self) -> Option<&mut VecDeque<Item>> {
+        self.lanes.iter_mut().find(|l| !l.is_empty())
     }
 
     /// Records that the first `written` bytes of what [`gather`](Self::gather) offered went out.
@@ -445,12 +513,12 @@ impl Outbox {
         while written > 0 {
             let (frame, id) = if let Some(frame) = self.control.pop_front() {
                 (frame, 0)
-            } else if let Some(item) = self.lanes.iter_mut().find_map(VecDeque::pop_front) {
-                if item.is_event {
+            } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
+                if item.is_event() {
                     self.queued -= 1;
                     self.queued_bytes -= item.frame.len();
                 }
-                (item.frame, if item.is_event { item.id } else { 0 })
+                (item.frame, item.id)
             } else {
                 debug_assert!(false, "advanced past what was gathered");
                 break;
@@ -462,7 +530,7 @@ impl Outbox {
             written -= frame.len();
             self.completed(id, &mut progress);
         }
-        if !self.closing {
+        if !self.closing && self.open_episodes > 0 {
             self.notices_if_room();
         }
         if self.backpressure
@@ -590,7 +658,7 @@ mod tests {
         for id in 1..=5 {
             o.push_event(ev(id), id, Priority::Bulk);
         }
-        assert_eq!(o.queued().map(|(id, _)| id).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(o.queued().collect::<Vec<_>>(), [4, 5]);
         assert_eq!(drain(&mut o, 100).0, b"e4|e5|D3:1-3|");
     }
 

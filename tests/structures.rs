@@ -348,7 +348,7 @@ proptest! {
                     }
                 }
                 OutOp::Write(n) => {
-                    let before: Vec<u64> = o.queued().map(|(id, _)| id).collect();
+                    let before: Vec<u64> = o.queued().collect();
                     written_events += write(&mut o, n, &mut wire);
                     let after = o.queued().count();
                     // The events that left the queue are the model's next ones.
@@ -364,7 +364,7 @@ proptest! {
                     }
                 }
             }
-            prop_assert_eq!(o.queued().map(|(id, _)| id).collect::<Vec<_>>(), model.queued());
+            prop_assert_eq!(o.queued().collect::<Vec<_>>(), model.queued());
         }
         while !o.is_empty() {
             let before = o.queued().count();
