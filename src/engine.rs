@@ -84,7 +84,10 @@ impl Engine {
             "ws_connected_clients": s.ws_connected_clients,
             "last_event_id": self.bus.last_id(),
             "io_threads": self.config.io_threads,
-            "events": {"published": s.published, "delivered": s.delivered, "dropped": s.dropped},
+            "events": {
+                "published": s.published, "delivered": s.delivered, "dropped": s.dropped,
+                "dropped_by_lane": s.dropped_by_lane,
+            },
             "evicted": s.evicted,
         })
     }

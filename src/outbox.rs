@@ -144,6 +144,9 @@ pub struct Outbox {
     episodes: [Option<Episode>; LANES],
     /// How many of `episodes` are open (a cheap "any notice due?" on the hot path).
     open_episodes: u8,
+    /// Events lost per lane since the last [`take_lost_by_lane`](Self::take_lost_by_lane)
+    /// (priority policy only; events of unknown priority are not attributed).
+    lost_by_lane: [u64; LANES],
     last_delivered: u64,
     closing: bool,
     /// Above the high-water mark (half full); cleared at a quarter (hysteresis).
@@ -172,6 +175,7 @@ impl Outbox {
             policy,
             episodes: [None; LANES],
             open_episodes: 0,
+            lost_by_lane: [0; LANES],
             last_delivered: 0,
             closing: false,
             backpressure: false,
@@ -245,6 +249,15 @@ impl Outbox {
         if Episode::add(&mut self.episodes[lane], first, last, name) {
             self.open_episodes += 1;
         }
+        if name.is_some() {
+            self.lost_by_lane[lane] += last - first + 1;
+        }
+    }
+
+    /// Events lost per lane (`control`, `critical`, `important`, `bulk`) under the priority
+    /// policy since the last call; the counts are reset.
+    pub fn take_lost_by_lane(&mut self) -> [u64; LANES] {
+        std::mem::take(&mut self.lost_by_lane)
     }
 
     /// Removes the oldest event (not a notice) of `lane`; returns its id.
@@ -684,6 +697,12 @@ mod tests {
             assert_eq!(o.push_event(ev(id), id, priority), outcome, "event {id}");
         }
         assert_eq!(o.queued_events(), 4);
+        assert_eq!(
+            o.take_lost_by_lane(),
+            [0, 2, 2, 3],
+            "critical 4 and 7, important 2 and 6, bulk 1, 3 and 5"
+        );
+        assert_eq!(o.take_lost_by_lane(), [0; 4]);
         let (out, _) = drain(&mut o, 100);
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("e8|e9|e10|e11|"), "{out}");

@@ -577,7 +577,16 @@ fn route_event(
         let push = conn
             .outbox
             .push_event(ev.frame().clone(), id, ev.priority());
-        lost += push.lost();
+        if push.lost() > 0 {
+            lost += push.lost();
+            for (counter, n) in counters
+                .dropped_by_lane
+                .iter()
+                .zip(conn.outbox.take_lost_by_lane())
+            {
+                ThreadCounters::add(counter, n);
+            }
+        }
         match push {
             Push::Queued | Push::Evicted { .. } => {
                 if let Some(queued) = conn.outbox.check_backlog(now) {

@@ -24,6 +24,9 @@ pub struct ThreadCounters {
     pub evicted_write_errors: AtomicU64,
     /// Connections closed by the `disconnect` overflow policy (reason `slow_consumer`).
     pub evicted_slow_consumer: AtomicU64,
+    /// Events lost by subscriptions under the `priority` policy, per lane (`control`,
+    /// `critical`, `important`, `bulk`); part of `dropped`.
+    pub dropped_by_lane: [AtomicU64; 4],
 }
 
 impl ThreadCounters {
@@ -56,6 +59,21 @@ pub struct Snapshot {
     pub connections: u64,
     /// Evictions by reason.
     pub evicted: Evicted,
+    /// Losses of `priority`-policy subscriptions, by lane.
+    pub dropped_by_lane: DroppedByLane,
+}
+
+/// Events lost by `priority`-policy subscriptions, per lane (`control` is never dropped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DroppedByLane {
+    /// Lane `control`.
+    pub control: u64,
+    /// Lane `critical`.
+    pub critical: u64,
+    /// Lane `important`.
+    pub important: u64,
+    /// Lane `bulk`.
+    pub bulk: u64,
 }
 
 /// Evicted connections, by reason (`ws.evicted`).
@@ -98,6 +116,11 @@ impl Counters {
             s.evicted.write_stall += t.evicted_write_stall.load(Ordering::Relaxed);
             s.evicted.write_errors += t.evicted_write_errors.load(Ordering::Relaxed);
             s.evicted.slow_consumer += t.evicted_slow_consumer.load(Ordering::Relaxed);
+            let lane = |i: usize| t.dropped_by_lane[i].load(Ordering::Relaxed);
+            s.dropped_by_lane.control += lane(0);
+            s.dropped_by_lane.critical += lane(1);
+            s.dropped_by_lane.important += lane(2);
+            s.dropped_by_lane.bulk += lane(3);
             ws += t.ws_clients.load(Ordering::Relaxed);
             conns += t.connections.load(Ordering::Relaxed);
         }

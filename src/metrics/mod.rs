@@ -4,4 +4,4 @@
 
 mod counters;
 
-pub use counters::{Counters, Evicted, Snapshot, ThreadCounters};
+pub use counters::{Counters, DroppedByLane, Evicted, Snapshot, ThreadCounters};

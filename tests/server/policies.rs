@@ -111,6 +111,13 @@ fn priority_lanes_keep_critical_events_through_a_bulk_flood() {
         "every critical event arrived"
     );
     assert!(lost_bulk > 0);
+    let lanes =
+        http_json(bridge.local_addr(), "GET", "/health", "").1["events"]["dropped_by_lane"].clone();
+    assert_eq!(lanes["bulk"].as_u64().unwrap(), lost_bulk, "{lanes}");
+    assert_eq!(
+        (lanes["critical"].as_u64(), lanes["control"].as_u64()),
+        (Some(0), Some(0))
+    );
     assert_eq!(received.len() as u64 + lost_bulk, EVENTS);
 }
 
