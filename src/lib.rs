@@ -26,7 +26,9 @@
 //! * [`event`] — the event model, its one-time encoding, type filters, publisher JSON.
 //! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through.
 //! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
-//! * [`outbox`] — a connection's bounded queue of frames, with drop accounting.
+//! * [`outbox`] — a connection's bounded queue of frames (events and bytes), with drop
+//!   accounting, backlog marks and priority lanes.
+//! * [`policy`] — what a full queue does: drop-newest, drop-oldest, priority, disconnect.
 //! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
 //! * `io` — sockets and mio: listeners, connections, the event loop (private).
 //! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
@@ -41,6 +43,8 @@
 //!   fuzz target, and nothing a peer sends can panic the server.
 //! * Every queue is bounded: memory is a function of the configuration, not of the load.
 //!   Nothing is dropped silently: drops are counted and told to the client in-band.
+//! * A slow client costs only itself: its queue overflows by its policy, and a socket that
+//!   takes nothing is evicted; other clients and the publisher are not slowed.
 
 #![warn(missing_docs)]
 
