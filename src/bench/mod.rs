@@ -343,6 +343,15 @@ fn report_json(args: &BenchArgs, r: &Report, slow: usize) -> serde_json::Value {
     })
 }
 
+/// "N ev/s" or "as fast as taken".
+fn rate_label(args: &BenchArgs) -> String {
+    if args.rate > 0.0 {
+        format!("{} ev/s", args.rate)
+    } else {
+        "as fast as taken".into()
+    }
+}
+
 fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let row = |name: &str, f: &dyn Fn(&Report) -> String| {
@@ -353,11 +362,7 @@ fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
         "  {} subscribers, {} B payloads, {}",
         args.subscribers,
         args.payload_bytes,
-        if args.rate > 0.0 {
-            format!("{} ev/s", args.rate)
-        } else {
-            "as fast as taken".into()
-        }
+        rate_label(args)
     );
     println!(
         "  {:<28} {:>16} {:>16}",
@@ -406,11 +411,7 @@ fn print_report(args: &BenchArgs, r: &Report) {
         "  publishers         {} (payload {} B, {})",
         args.publishers,
         args.payload_bytes,
-        if args.rate > 0.0 {
-            format!("{} ev/s", args.rate)
-        } else {
-            "as fast as taken".into()
-        }
+        rate_label(args)
     );
     println!("  measured           {:.1} s", r.seconds);
     println!("  published          {:>14.0} ev/s", rate(r.published));
