@@ -436,11 +436,6 @@ impl Outbox {
         discarded
     }
 
-    /// Whether a final frame has been queued.
-    pub fn is_closing(&self) -> bool {
-        self.closing
-    }
-
     /// Events waiting (including a partly written one).
     pub fn queued_events(&self) -> usize {
         self.queued + usize::from(matches!(self.partial, Some((_, _, id)) if id != 0))

@@ -19,16 +19,7 @@ fn client_close_is_echoed_and_the_connection_released() {
         reason: "bye".into(),
     }))
     .unwrap();
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => {
-                assert_eq!(f.code, CloseCode::Normal);
-                break;
-            }
-            Ok(_) => continue,
-            Err(e) => panic!("expected the echoed close, got {e}"),
-        }
-    }
+    assert_eq!(read_close(&mut ws).code, CloseCode::Normal);
     // Well inside the 5 s close timeout: the server closes first once both close frames passed.
     let released = eventually(Duration::from_secs(2), || {
         bridge.engine().snapshot().connections == 0
@@ -106,15 +97,6 @@ fn shutdown_closes_subscribers_with_going_away() {
     let bridge = server(|_| {});
     let (mut ws, _) = subscribe(bridge.local_addr(), "");
     let stopper = std::thread::spawn(move || bridge.shutdown());
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(f))) => {
-                assert_eq!(f.code, CloseCode::Away);
-                break;
-            }
-            Ok(_) => continue,
-            Err(e) => panic!("expected close 1001, got {e}"),
-        }
-    }
+    assert_eq!(read_close(&mut ws).code, CloseCode::Away);
     stopper.join().unwrap();
 }

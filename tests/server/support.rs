@@ -123,6 +123,17 @@ pub fn account_for_ids(ws: &mut Ws, first: u64, count: u64) -> (u64, u64) {
     (missed, last_event)
 }
 
+/// Reads until the server's close frame (skipping other messages) and returns it.
+pub fn read_close(ws: &mut Ws) -> tungstenite::protocol::CloseFrame {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(f))) => return f,
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
+
 /// Sends a JSON text message.
 pub fn send_json(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).unwrap();
