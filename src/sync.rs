@@ -1,12 +1,13 @@
 //! The atomics the lock-free structures use, switched to loom's models under `--cfg loom`.
 //!
-//! Every shared-memory primitive in [`crate::log`] and [`crate::wake`] comes from here, so
+//! Every shared-memory primitive in [`crate::log`], [`crate::seglog`] and [`crate::wake`]
+//! comes from here, so
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom` explores their interleavings.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use std::sync::Arc;
 
@@ -30,6 +31,50 @@ impl<T> ArcCell<T> {
             inner: arc_swap::ArcSwapOption::empty(),
             #[cfg(loom)]
             inner: loom::sync::Mutex::new(None),
+        }
+    }
+
+    /// A cell holding `value`.
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: arc_swap::ArcSwapOption::new(Some(value)),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(Some(value)),
+        }
+    }
+
+    /// The current value, with its own reference count.
+    pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+        #[cfg(not(loom))]
+        {
+            self.inner.load_full()
+        }
+        #[cfg(loom)]
+        {
+            self.inner.lock().unwrap().clone()
+        }
+    }
+
+    /// Stores `value` unconditionally.
+    pub(crate) fn store(&self, value: Arc<T>) {
+        #[cfg(not(loom))]
+        self.inner.store(Some(value));
+        #[cfg(loom)]
+        {
+            *self.inner.lock().unwrap() = Some(value);
+        }
+    }
+
+    /// Empties the cell, returning what it held.
+    pub(crate) fn take(&self) -> Option<Arc<T>> {
+        #[cfg(not(loom))]
+        {
+            self.inner.swap(None)
+        }
+        #[cfg(loom)]
+        {
+            self.inner.lock().unwrap().take()
         }
     }
 

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use firehose::log::{EventLog, Read, Sequenced};
+use firehose::seglog::SegLog;
 use firehose::wake::IdleFlag;
 use loom::sync::atomic::{AtomicBool, Ordering};
 
@@ -128,5 +129,70 @@ fn idle_flag_wakes_once_per_sleep() {
             .map(|h| usize::from(h.join().unwrap()))
             .sum();
         assert_eq!(woke, 1);
+    });
+}
+
+/// Two pushers race to link the same new segment (one entry per segment: both need the
+/// segment after the first) while a popper drains. Every entry is popped exactly once, in
+/// number order, with the value its pusher stored; the log ends empty.
+#[test]
+fn seglog_pushers_link_segments_and_the_popper_sees_each_entry_once() {
+    model(|| {
+        let log = Arc::new(SegLog::<(u64, u64)>::with_segment_len(1));
+        log.push_with(|seq| (seq, 9));
+        let pushers: Vec<_> = (0..2)
+            .map(|p| {
+                let log = Arc::clone(&log);
+                loom::thread::spawn(move || {
+                    log.push_with(|seq| (seq, p));
+                })
+            })
+            .collect();
+        let mut popped = Vec::new();
+        while popped.len() < 3 {
+            match log.pop() {
+                Some(v) => popped.push(v.0),
+                None => loom::thread::yield_now(),
+            }
+        }
+        for p in pushers {
+            p.join().unwrap();
+        }
+        assert_eq!(popped, vec![1, 2, 3]);
+        assert!(log.is_empty() && log.pop().is_none());
+    });
+}
+
+/// Two poppers race over entries a pusher is still writing, one segment per entry so the
+/// head-segment hint moves under a popper's feet: each entry goes to exactly one popper,
+/// and none is skipped while its slot is still empty.
+#[test]
+fn seglog_concurrent_pops_take_each_entry_once() {
+    model(|| {
+        let log = Arc::new(SegLog::<u64>::with_segment_len(1));
+        log.push_with(|s| s);
+        log.push_with(|s| s);
+        let pusher = {
+            let log = Arc::clone(&log);
+            loom::thread::spawn(move || {
+                log.push_with(|s| s);
+            })
+        };
+        let popper = {
+            let log = Arc::clone(&log);
+            loom::thread::spawn(move || {
+                let a = log.pop().map(|v| *v);
+                let b = log.pop().map(|v| *v);
+                a.into_iter().chain(b).collect::<Vec<_>>()
+            })
+        };
+        let mine = log.pop().map(|v| *v);
+        let theirs = popper.join().unwrap();
+        pusher.join().unwrap();
+        assert!(theirs.windows(2).all(|w| w[0] < w[1]));
+        let mut all: Vec<u64> = mine.into_iter().chain(theirs).collect();
+        all.extend(std::iter::from_fn(|| log.pop().map(|v| *v)));
+        all.sort_unstable();
+        assert_eq!(all, vec![1, 2, 3]);
     });
 }

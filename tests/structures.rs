@@ -1,6 +1,7 @@
-//! The data structures under load and against oracles: a multi-threaded stress test of the
-//! log that counts every item, and proptest operation sequences for the log and the outbox
-//! against simple `VecDeque` models.
+//! The data structures under load and against oracles: multi-threaded stress tests of the
+//! event log and the dead-letter queue's segmented log that count every item, and proptest
+//! operation sequences for the log, the outbox and the dead-letter queue against simple
+//! `VecDeque` models.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
@@ -8,10 +9,13 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
+use firehose::dlq::{DeadLetter, DeadLetterQueue, Limits};
+use firehose::event::Staged;
 use firehose::log::{EventLog, Read, Sequenced};
 use firehose::outbox::{Episode, Outbox, Push};
 use firehose::policy::Policy;
-use firehose::Priority;
+use firehose::seglog::SegLog;
+use firehose::{Event, Priority};
 use proptest::prelude::*;
 
 #[derive(Debug)]
@@ -411,6 +415,137 @@ proptest! {
             } else {
                 prop_assert_eq!(c, *n, "lane {}: every lost event is counted once", lane);
             }
+        }
+    }
+}
+
+// ---- The dead-letter queue's segmented log ----------------------------------------------
+
+/// Pushers and poppers hammer a log with tiny segments; afterwards every pushed item was
+/// popped exactly once or is still there, and each popper saw entry numbers increase.
+#[test]
+fn seglog_stress_accounts_for_every_item() {
+    const PUSHERS: u64 = 4;
+    const EACH: u64 = 25_000;
+    let log = Arc::new(SegLog::<(u64, u64)>::with_segment_len(4));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poppers: Vec<_> = (0..2)
+        .map(|_| {
+            let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                let mut last = 0;
+                loop {
+                    match log.pop() {
+                        Some(v) => {
+                            let (seq, item) = *v;
+                            assert!(seq > last, "entry numbers go backwards for one popper");
+                            last = seq;
+                            got.push(item);
+                        }
+                        None if done.load(std::sync::atomic::Ordering::Acquire) => break,
+                        None => std::hint::spin_loop(),
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let pushers: Vec<_> = (0..PUSHERS)
+        .map(|p| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                for n in 0..EACH {
+                    log.push_with(|seq| (seq, p * EACH + n));
+                }
+            })
+        })
+        .collect();
+    for p in pushers {
+        p.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut all: Vec<u64> = poppers
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let mut left = Vec::new();
+    log.for_each(|_, v| {
+        left.push(v.1);
+        true
+    });
+    assert_eq!(log.len(), left.len());
+    all.extend(left);
+    all.sort_unstable();
+    assert_eq!(all, (0..PUSHERS * EACH).collect::<Vec<_>>());
+}
+
+#[derive(Debug, Clone)]
+enum DlqOp {
+    Enqueue { payload_len: usize },
+    Drain,
+    Newest(usize),
+}
+
+fn dlq_op() -> impl Strategy<Value = DlqOp> {
+    prop_oneof![
+        6 => (0usize..300).prop_map(|payload_len| DlqOp::Enqueue { payload_len }),
+        1 => Just(DlqOp::Drain),
+        2 => (0usize..6).prop_map(DlqOp::Newest),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The queue against a `VecDeque` of (event id, weight) with the same bounds: same
+    /// contents, depth, bytes and eviction count after every operation.
+    #[test]
+    fn dlq_matches_a_bounded_fifo_oracle(
+        max_entries in 0usize..6,
+        max_bytes_units in 0usize..6,
+        ops in proptest::collection::vec(dlq_op(), 1..60),
+    ) {
+        let max_bytes = max_bytes_units * 400;
+        let q = DeadLetterQueue::new(Limits { max_entries, max_bytes });
+        let mut model: VecDeque<(u64, usize)> = VecDeque::new();
+        let mut evicted = 0u64;
+        let mut next_id = 1;
+        for op in ops {
+            match op {
+                DlqOp::Enqueue { payload_len } => {
+                    let ev = Event::new("t", "s").with_payload(&"x".repeat(payload_len)).unwrap();
+                    let enc = Staged::new(&ev, 64 * 1024).unwrap().seal(next_id);
+                    let weight = std::mem::size_of::<DeadLetter>() + enc.frame().len() + "boom".len() + "sink".len();
+                    q.enqueue(enc, "sink", "boom");
+                    model.push_back((next_id, weight));
+                    next_id += 1;
+                    let bytes = |m: &VecDeque<(u64, usize)>| m.iter().map(|e| e.1).sum::<usize>();
+                    while (max_entries > 0 && model.len() > max_entries)
+                        || (max_bytes > 0 && bytes(&model) > max_bytes)
+                    {
+                        model.pop_front();
+                        evicted += 1;
+                    }
+                }
+                DlqOp::Drain => {
+                    let got: Vec<u64> = q.drain().iter().map(|l| l.event.id()).collect();
+                    let want: Vec<u64> = model.drain(..).map(|e| e.0).collect();
+                    prop_assert_eq!(got, want);
+                }
+                DlqOp::Newest(n) => {
+                    let got: Vec<u64> = q.newest(n).iter().map(|l| l.event.id()).collect();
+                    let want: Vec<u64> = model.iter().rev().take(n).map(|e| e.0).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            let s = q.summary();
+            prop_assert_eq!(s.depth, model.len());
+            prop_assert_eq!(s.bytes, model.iter().map(|e| e.1 as u64).sum::<u64>());
+            prop_assert_eq!(s.evicted, evicted);
+            prop_assert_eq!(s.oldest.is_some(), !model.is_empty());
+            let ids: Vec<u64> = q.entries().iter().map(|l| l.event.id()).collect();
+            prop_assert_eq!(ids, model.iter().map(|e| e.0).collect::<Vec<_>>());
         }
     }
 }

@@ -119,6 +119,7 @@ fn write_decimal(mut v: u64, out: &mut [u8; 20]) -> usize {
 }
 
 /// A published event: id, routing facts, and its one shared encoding.
+#[derive(Clone)]
 pub struct Encoded {
     id: u64,
     priority: Priority,
