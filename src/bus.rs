@@ -1,15 +1,20 @@
 //! `Bus`: the one publish path. In-process callers, `POST /publish` and WebSocket
-//! `publish` messages all end here.
+//! `publish` messages all end here. It also registers in-process subscribers
+//! ([`crate::sink`]) and holds the [dead-letter queue](crate::dlq).
 //!
 //! Publishing validates and encodes the event (before any shared state is touched), appends
 //! it to the [`EventLog`], and wakes those I/O threads that announced they were going to
 //! sleep. It never blocks, takes no lock, and its cost does not depend on how many
 //! subscribers exist: routing to them is the I/O threads' work, done on their own time.
 
+use std::fmt::Display;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::event::{Encoded, Event, EventError, Staged};
+use crate::dlq::{DeadLetterQueue, Limits};
+use crate::event::{Encoded, Event, EventError, Filter, Staged};
 use crate::log::EventLog;
+use crate::sink::{self, Delivery, Hub, SinkSettings, SinkStats, SubscribeError};
 use crate::wake::Sleeper;
 
 /// A cheap, cloneable handle for publishing. `Send + Sync`: use it from any thread.
@@ -22,18 +27,104 @@ struct Inner {
     log: EventLog<Encoded>,
     sleepers: Box<[Sleeper]>,
     max_event_bytes: usize,
+    hub: Arc<Hub>,
 }
 
 impl Bus {
-    /// A bus over a log retaining `retention` events, waking `sleepers` after each publish.
+    /// A bus over a log retaining `retention` events, waking `sleepers` after each publish,
+    /// with default in-process subscriber settings and dead-letter queue bounds.
     pub fn new(retention: usize, max_event_bytes: usize, sleepers: Vec<Sleeper>) -> Self {
+        Self::with_sinks(
+            retention,
+            max_event_bytes,
+            sleepers,
+            SinkSettings::default(),
+            Limits::default(),
+        )
+    }
+
+    /// [`new`](Self::new) with the in-process subscribers' settings and the dead-letter
+    /// queue's bounds.
+    pub fn with_sinks(
+        retention: usize,
+        max_event_bytes: usize,
+        sleepers: Vec<Sleeper>,
+        sinks: SinkSettings,
+        dlq: Limits,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 log: EventLog::with_capacity(retention),
                 sleepers: sleepers.into_boxed_slice(),
                 max_event_bytes,
+                hub: Hub::new(sinks, Arc::new(DeadLetterQueue::new(dlq))),
             }),
         }
+    }
+
+    /// Registers an in-process subscriber: `handler` is called, on the subscriber's own
+    /// thread, with every event published from now on whose type `filter` matches. An
+    /// error, a panic or a call longer than the invoke timeout sends the event to the
+    /// [dead-letter queue](Self::dlq) under `name`, as does an event that finds the
+    /// subscriber's backlog full. See [`crate::sink`].
+    ///
+    /// ```
+    /// use firehose::{Bus, Event, Filter};
+    /// let bus = Bus::new(1024, 64 * 1024, Vec::new());
+    /// bus.subscribe("audit", Filter::parse_list("billing.*")?, |d| {
+    ///     if d.event.event_type() == "billing.refused" {
+    ///         return Err("the ledger refused it");
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// bus.publish(&Event::new("billing.refused", "example"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe<F, E>(
+        &self,
+        name: &str,
+        filter: Filter,
+        handler: F,
+    ) -> Result<(), SubscribeError>
+    where
+        F: FnMut(&Delivery<'_>) -> Result<(), E> + Send + 'static,
+        E: Display,
+    {
+        self.inner
+            .hub
+            .subscribe(self, name, filter, sink::boxed(handler))
+    }
+
+    /// Removes the in-process subscriber `name`; it finishes what is queued. Returns
+    /// whether it existed.
+    pub fn unsubscribe(&self, name: &str) -> bool {
+        self.inner.hub.unsubscribe(name)
+    }
+
+    /// Each in-process subscriber's counters.
+    pub fn subscribers(&self) -> Vec<SinkStats> {
+        self.inner.hub.stats()
+    }
+
+    /// Events the in-process subscribers never saw because the log's retention lapped
+    /// their dispatcher (reported on stderr too).
+    pub fn subscribers_lost(&self) -> u64 {
+        self.inner.hub.lost()
+    }
+
+    /// The dead-letter queue.
+    pub fn dlq(&self) -> &Arc<DeadLetterQueue> {
+        self.inner.hub.dlq()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner_hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    /// Stops the in-process subscribers, letting each finish its queue until `deadline`.
+    pub fn close_subscribers(&self, deadline: Instant) {
+        self.inner.hub.shutdown(deadline);
     }
 
     /// Publishes one event; returns its id.
@@ -79,5 +170,6 @@ impl Bus {
         for s in self.inner.sleepers.iter() {
             s.notify();
         }
+        self.inner.hub.sleeper.notify();
     }
 }

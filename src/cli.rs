@@ -24,8 +24,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: WebSocket subscriptions on /ws/events, POST /publish and GET /health,
-    /// all on one port.
+    /// Run the server: WebSocket subscriptions on /ws/events, POST /publish, GET /health
+    /// and the dead-letter queue (/dlq/summary, /dlq/entries, POST /dlq/retry), all on one
+    /// port.
     Serve(ServeArgs),
     /// Measure a running fan-out server end to end: N WebSocket subscribers, publishers
     /// sending as fast as the server takes them (or at a set rate), delivered msg/s and
@@ -111,6 +112,18 @@ pub struct ServeArgs {
     /// evicted (counted in `evicted.write_errors`).
     #[arg(long, default_value_t = 3)]
     pub max_failed_writes: u32,
+    /// Milliseconds one in-process subscriber call may run; past it the event goes to the
+    /// dead-letter queue as "timeout after N ms" (embedders' `Bus::subscribe`).
+    #[arg(long, default_value_t = 250)]
+    pub subscriber_timeout_ms: u64,
+    /// Dead-letter queue bound in entries; past it the oldest entries are evicted and
+    /// counted (`dlq.evicted` in /health). 0 = unbounded.
+    #[arg(long, default_value_t = 100_000)]
+    pub dlq_max_entries: usize,
+    /// Dead-letter queue bound in bytes (events, messages and bookkeeping); past it the
+    /// oldest entries are evicted and counted. 0 = unbounded.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub dlq_max_bytes: usize,
     /// Write the bound address to this file once listening (for scripts using --port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -154,6 +167,9 @@ impl ServeArgs {
             close_timeout: seconds("close-timeout", self.close_timeout)?,
             write_stall_timeout: seconds("write-stall-timeout", self.write_stall_timeout)?,
             max_failed_writes: self.max_failed_writes,
+            subscriber_timeout: Duration::from_millis(self.subscriber_timeout_ms),
+            dlq_max_entries: self.dlq_max_entries,
+            dlq_max_bytes: self.dlq_max_bytes,
         })
     }
 }
@@ -186,6 +202,9 @@ mod tests {
         assert_eq!(cfg.max_connections, def.max_connections);
         assert_eq!(cfg.write_stall_timeout, def.write_stall_timeout);
         assert_eq!(cfg.max_failed_writes, def.max_failed_writes);
+        assert_eq!(cfg.subscriber_timeout, def.subscriber_timeout);
+        assert_eq!(cfg.dlq_max_entries, def.dlq_max_entries);
+        assert_eq!(cfg.dlq_max_bytes, def.dlq_max_bytes);
     }
 
     #[test]

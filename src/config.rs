@@ -56,6 +56,13 @@ pub struct Config {
     pub write_stall_timeout: Duration,
     /// Consecutive failed writes (errors other than "would block") before eviction.
     pub max_failed_writes: u32,
+    /// How long one in-process subscriber call may run before its event goes to the
+    /// dead-letter queue.
+    pub subscriber_timeout: Duration,
+    /// Dead-letter queue bound in entries (0 = unbounded); the oldest are evicted past it.
+    pub dlq_max_entries: usize,
+    /// Dead-letter queue bound in bytes (0 = unbounded); the oldest are evicted past it.
+    pub dlq_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -82,6 +89,9 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_stall_timeout: Duration::from_secs(10),
             max_failed_writes: 3,
+            subscriber_timeout: Duration::from_millis(250),
+            dlq_max_entries: 100_000,
+            dlq_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -92,6 +102,22 @@ pub fn default_io_threads() -> usize {
 }
 
 impl Config {
+    /// What in-process subscribers run with.
+    pub fn sink_settings(&self) -> crate::sink::SinkSettings {
+        crate::sink::SinkSettings {
+            invoke_timeout: self.subscriber_timeout,
+            queue_capacity: self.queue_capacity,
+        }
+    }
+
+    /// The dead-letter queue's bounds.
+    pub fn dlq_limits(&self) -> crate::dlq::Limits {
+        crate::dlq::Limits {
+            max_entries: self.dlq_max_entries,
+            max_bytes: self.dlq_max_bytes,
+        }
+    }
+
     /// The socket address to bind.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
@@ -138,6 +164,7 @@ impl Config {
             ("idle-timeout", self.idle_timeout),
             ("close-timeout", self.close_timeout),
             ("write-stall-timeout", self.write_stall_timeout),
+            ("subscriber-timeout-ms", self.subscriber_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));

@@ -56,6 +56,7 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// 100,000 entries, 256 MiB: the `firehose serve` defaults.
     fn default() -> Self {
         Self {
             max_entries: 100_000,

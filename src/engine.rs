@@ -89,6 +89,12 @@ impl Engine {
                 "dropped_by_lane": s.dropped_by_lane,
             },
             "evicted": s.evicted,
+            "dlq": crate::http::dlq::summary_json(&self.bus.dlq().summary()),
+            "subscribers": self.bus.subscribers().iter().map(|s| json!({
+                "name": s.name, "types": s.types, "delivered": s.delivered, "failed": s.failed,
+                "timed_out": s.timed_out, "overflowed": s.overflowed, "backlog": s.backlog,
+            })).collect::<Vec<_>>(),
+            "subscribers_lost": self.bus.subscribers_lost(),
         })
     }
 }

@@ -62,6 +62,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod seglog;
+pub mod sink;
 mod sync;
 pub mod wake;
 pub mod ws;
@@ -195,10 +196,16 @@ impl Bridge {
     }
 
     fn stop(&mut self) {
+        if self.handles.is_empty() {
+            return;
+        }
         self.engine.begin_shutdown();
         for i in 0..self.handles.len() {
             io::wake_thread(&self.engine.bus, i);
         }
+        // While the I/O threads close their connections.
+        let deadline = std::time::Instant::now() + self.engine.config.close_timeout;
+        self.engine.bus.close_subscribers(deadline);
         for h in self.handles.drain(..) {
             let _ = h.join();
         }

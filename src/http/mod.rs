@@ -1,7 +1,9 @@
 //! HTTP/1.1 without sockets: request heads ([`request`]), query strings ([`query`]),
-//! responses ([`response`]), routing ([`routes`]) and the per-connection state machine
-//! ([`session`]) that the I/O layer feeds with bytes and time.
+//! responses ([`response`]), routing ([`routes`]), the dead-letter queue's endpoints
+//! ([`dlq`]) and the per-connection state machine ([`session`]) that the I/O layer feeds
+//! with bytes and time.
 
+pub mod dlq;
 pub mod query;
 pub mod request;
 pub mod response;

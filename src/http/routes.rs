@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use super::dlq;
 use super::request::Request;
 use super::response::Response;
 use crate::engine::Engine;
@@ -18,7 +19,7 @@ pub enum Routed {
     Upgrade(Upgrade),
 }
 
-const ROUTES: &str = "GET /health, POST /publish, GET /ws/events (WebSocket)";
+const ROUTES: &str = "GET /health, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry";
 
 /// Routes `req` with its complete `body`.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
@@ -54,6 +55,12 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             }
         }
         ("/ws/events", _) => allow("GET"),
+        ("/dlq/summary", "GET") => Routed::Respond(dlq::summary(engine.bus.dlq())),
+        ("/dlq/summary", _) => allow("GET"),
+        ("/dlq/entries", "GET") => Routed::Respond(dlq::entries(engine.bus.dlq(), &req.query)),
+        ("/dlq/entries", _) => allow("GET"),
+        ("/dlq/retry", "POST") => Routed::Respond(dlq::retry(engine.bus.dlq())),
+        ("/dlq/retry", _) => allow("POST"),
         (path, _) => Routed::Respond(Response::error(
             404,
             &format!(

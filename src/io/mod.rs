@@ -54,7 +54,13 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
         sleepers.push(Sleeper::new(Box::new(MioWaker(waker))));
         polls.push(poll);
     }
-    let bus = Bus::new(config.retention_events, config.max_event_bytes, sleepers);
+    let bus = Bus::with_sinks(
+        config.retention_events,
+        config.max_event_bytes,
+        sleepers,
+        config.sink_settings(),
+        config.dlq_limits(),
+    );
     let pin = config.pin_threads;
     let engine = Arc::new(Engine::new(config, bus));
     let cores = if pin {

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod delivery;
+mod dlq;
 mod hygiene;
 mod isolation;
 mod malformed;

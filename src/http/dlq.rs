@@ -1,0 +1,122 @@
+//! The dead-letter queue over HTTP: `GET /dlq/summary`, `GET /dlq/entries?limit=N` and
+//! `POST /dlq/retry`. Pure: the queue in, a JSON response out.
+
+use std::time::SystemTime;
+
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::query;
+use super::response::Response;
+use crate::dlq::{DeadLetter, DeadLetterQueue, Summary};
+
+/// Entries `GET /dlq/entries` returns when no `limit` is given.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The most `GET /dlq/entries` returns at once.
+pub const MAX_LIMIT: usize = 10_000;
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+/// The summary as JSON.
+pub fn summary_json(s: &Summary) -> Value {
+    json!({
+        "depth": s.depth,
+        "oldest_ts": s.oldest.map(rfc3339),
+        "newest_ts": s.newest.map(rfc3339),
+        "bytes": s.bytes,
+        "enqueued": s.enqueued,
+        "evicted": s.evicted,
+        "retried": s.retried,
+    })
+}
+
+/// `GET /dlq/summary`.
+pub fn summary(dlq: &DeadLetterQueue) -> Response {
+    let mut body = summary_json(&dlq.summary());
+    let limits = dlq.limits();
+    body["max_entries"] = json!(limits.max_entries);
+    body["max_bytes"] = json!(limits.max_bytes);
+    Response::json(200, &body)
+}
+
+fn entry_json(l: &DeadLetter) -> Value {
+    let json = l.event.json();
+    // The log's encoding is always one valid JSON object.
+    let event: Value = std::str::from_utf8(&json)
+        .ok()
+        .and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
+        .map_or(Value::Null, |raw| json!(raw));
+    json!({
+        "entry_id": l.entry_id,
+        "event": event,
+        "error_message": l.error,
+        "timestamp": rfc3339(l.timestamp),
+        "retry_count": l.retry_count,
+        "subscriber": &*l.subscriber,
+    })
+}
+
+/// Parses `limit` from a query string: a whole number from 1 to [`MAX_LIMIT`].
+pub fn parse_limit(q: &str) -> Result<usize, String> {
+    let mut limit = DEFAULT_LIMIT;
+    for pair in query::pairs(q) {
+        let (k, v) = pair.map_err(|e| e.to_string())?;
+        if k == "limit" {
+            limit = match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "limit must be a whole number from 1 to {MAX_LIMIT}, not {:?}",
+                        v.chars().take(32).collect::<String>()
+                    ))
+                }
+            };
+        }
+    }
+    Ok(limit)
+}
+
+/// `GET /dlq/entries?limit=N`: the newest entries, newest first.
+pub fn entries(dlq: &DeadLetterQueue, q: &str) -> Response {
+    match parse_limit(q) {
+        Ok(limit) => {
+            let entries: Vec<Value> = dlq.newest(limit).iter().map(|l| entry_json(l)).collect();
+            Response::json(200, &json!({ "depth": dlq.depth(), "entries": entries }))
+        }
+        Err(e) => Response::error(400, &e),
+    }
+}
+
+/// `POST /dlq/retry`.
+pub fn retry(dlq: &DeadLetterQueue) -> Response {
+    let o = dlq.retry();
+    Response::json(
+        200,
+        &json!({ "retried": o.retried, "requeued": o.requeued }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_is_checked() {
+        assert_eq!(parse_limit(""), Ok(DEFAULT_LIMIT));
+        assert_eq!(parse_limit("limit=5&x=1"), Ok(5));
+        assert_eq!(parse_limit("limit=10000"), Ok(MAX_LIMIT));
+        for bad in [
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=",
+            "limit=10001",
+            "limit=1e3",
+            "limit=%zz",
+        ] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+    }
+}
