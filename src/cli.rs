@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench::BenchArgs;
 use crate::config::{default_io_threads, Config};
 use crate::policy::Policy;
+use crate::stress::StressArgs;
 
 /// firehose: a lock-free event fan-out engine. Publishers push events (in-process,
 /// POST /publish, WebSocket publish messages); firehose delivers them to many WebSocket
@@ -32,6 +33,10 @@ pub enum Command {
     /// sending as fast as the server takes them (or at a set rate), delivered msg/s and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// The reproducible burst scenario: an embedded server (or --target), WebSocket
+    /// subscribers, an in-process subscriber failing a seeded fraction of deliveries into
+    /// the dead-letter queue, paced publishing; progress each second, then a table.
+    Stress(StressArgs),
 }
 
 /// `firehose serve` flags.

@@ -32,7 +32,11 @@
 //! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
 //! * `io` — sockets and mio: listeners, connections, the event loop (private).
 //! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
+//! * [`sink`] — in-process subscribers: a worker each, bounded backlog, invoke timeout.
+//! * [`dlq`] on [`seglog`] — the dead-letter queue, a lock-free segmented log, and its
+//!   HTTP endpoints ([`http::dlq`]).
 //! * [`bench`](mod@bench) — the end-to-end load generator behind `firehose bench`.
+//! * [`stress`] — the reproducible burst scenario behind `firehose stress`.
 //!
 //! ## Invariants
 //!
@@ -63,6 +67,7 @@ pub mod outbox;
 pub mod policy;
 pub mod seglog;
 pub mod sink;
+pub mod stress;
 mod sync;
 pub mod wake;
 pub mod ws;

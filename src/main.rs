@@ -13,6 +13,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Bench(args) => firehose::bench::run(&args).map_err(|e| e.to_string()),
+        Command::Stress(args) => match firehose::stress::run(&args) {
+            Ok(outcome) if args.check && !outcome.failed_checks.is_empty() => {
+                for why in &outcome.failed_checks {
+                    eprintln!("firehose: check failed: {why}");
+                }
+                return ExitCode::from(1);
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

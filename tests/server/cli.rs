@@ -1,4 +1,5 @@
-//! The `firehose` binary: help, flag errors, and serve → SIGTERM → clients closed with 1001.
+//! The `firehose` binary: help, flag errors, serve → SIGTERM → clients closed with 1001,
+//! and `firehose stress` (passing, reproducible, and failing its checks).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +37,9 @@ fn help_documents_every_serve_flag() {
         "--close-timeout",
         "--write-stall-timeout",
         "--max-failed-writes",
+        "--subscriber-timeout-ms",
+        "--dlq-max-entries",
+        "--dlq-max-bytes",
         "--addr-file",
     ] {
         let line = help
@@ -110,4 +114,89 @@ fn serve_answers_and_sigterm_closes_clients_with_going_away() {
     );
     assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn stress(args: &[&str]) -> std::process::Output {
+    firehose()
+        .arg("stress")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Two runs with the same seed pass `--check` and put the same events in the DLQ; another
+/// seed picks other events.
+#[test]
+fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
+    let dir = std::env::temp_dir().join(format!("firehose-stress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |seed: &str, file: &str| {
+        let path = dir.join(file);
+        let out = stress(&[
+            "--events-per-second",
+            "500",
+            "--duration",
+            "2",
+            "--clients",
+            "3",
+            "--failing-subscriber-ratio",
+            "0.1",
+            "--seed",
+            seed,
+            "--check",
+            "--dlq-out",
+            path.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("stress:   1.0s  published"),
+            "progress lines: {stderr}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(report["published"], 1000);
+        let ids: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(report["dlq_depth"], ids.len() as u64);
+        ids
+    };
+    let a = run("7", "a.txt");
+    let b = run("7", "b.txt");
+    let c = run("8", "c.txt");
+    assert!(
+        (60..=140).contains(&a.len()),
+        "{} ids for ratio 0.1 of 1000",
+        a.len()
+    );
+    assert_eq!(a, b, "same seed, same DLQ");
+    assert_ne!(a, c, "another seed, other events");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stress_check_fails_with_status_1_and_says_why() {
+    // A rate no single WebSocket publisher reaches, so the rate check must fail.
+    let out = stress(&[
+        "--events-per-second",
+        "1000000",
+        "--duration",
+        "0.02",
+        "--clients",
+        "1",
+        "--failing-subscriber-ratio",
+        "0",
+        "--check",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("check failed: publisher rate"), "{stderr}");
+    let out = stress(&["--failing-subscriber-ratio", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--failing-subscriber-ratio"));
 }
