@@ -1,7 +1,8 @@
-//! HTTP request heads, query strings and the WebSocket handshake check: never panic,
+//! HTTP request heads, query strings (and the DLQ's `limit`) and the WebSocket handshake
+//! check: never panic,
 //! never claim more bytes than given, and a parsed head re-parses to the same request.
 #![no_main]
-use firehose::http::query;
+use firehose::http::{dlq, query};
 use firehose::http::request::{parse_head, Limits};
 use firehose::policy::Policy;
 use firehose::ws::handshake;
@@ -14,6 +15,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_head(&data[..used], &limits), Ok(Some((req.clone(), used))));
         for pair in query::pairs(&req.query) {
             let _ = pair;
-        }        let _ = handshake::accept(&req, Policy::DropNewest, &Policy::ALL);
+        }
+        if let Ok(limit) = dlq::parse_limit(&req.query) {
+            assert!((1..=dlq::MAX_LIMIT).contains(&limit));
+        }
+        let _ = handshake::accept(&req, Policy::DropNewest, &Policy::ALL);
     }
 });
