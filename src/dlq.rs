@@ -92,12 +92,14 @@ pub trait Redeliver: Send + Sync {
 }
 
 /// What [`DeadLetterQueue::retry`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RetryOutcome {
     /// Entries handed to their subscribers.
     pub retried: u64,
-    /// Entries that could not be handed over and are back in the queue, `retry_count + 1`.
+    /// Entries that could not be handed over, back in the queue unchanged.
     pub requeued: u64,
+    /// Why those could not be handed over, with how many each reason kept back.
+    pub not_retried: std::collections::BTreeMap<String, u64>,
 }
 
 /// The dead-letter queue. Share it in an `Arc`; every method takes `&self`.
@@ -264,9 +266,11 @@ impl DeadLetterQueue {
     }
 
     /// Sends every waiting entry back to the subscriber that failed it (see
-    /// [`set_redeliver`](Self::set_redeliver)). An entry that cannot be handed over is
-    /// enqueued again at once with `retry_count + 1` and the reason; one that is handed over
-    /// and fails again comes back the same way, from the subscriber.
+    /// [`set_redeliver`](Self::set_redeliver)). One that is handed over and fails again
+    /// comes back from the subscriber with `retry_count + 1` and the new reason. One that
+    /// cannot be handed over (the subscriber is gone, or its backlog is full) was not
+    /// retried: it goes back unchanged, keeping its reason, time and count, and the outcome
+    /// says why.
     pub fn retry(&self) -> RetryOutcome {
         let mut outcome = RetryOutcome::default();
         for letter in self.drain() {
@@ -278,17 +282,29 @@ impl DeadLetterQueue {
                 Ok(()) => outcome.retried += 1,
                 Err(why) => {
                     outcome.requeued += 1;
-                    self.enqueue_retried(
-                        letter.event.clone(),
-                        Arc::clone(&letter.subscriber),
-                        format!("retry failed: {why}"),
-                        letter.retry_count + 1,
-                    );
+                    *outcome.not_retried.entry(why).or_default() += 1;
+                    self.requeue(&letter);
                 }
             }
         }
         self.retried.fetch_add(outcome.retried, Ordering::Relaxed);
         outcome
+    }
+
+    /// Puts `letter` back as it was (a new entry number, everything else kept).
+    fn requeue(&self, letter: &DeadLetter) {
+        let (id, stored) = self.log.push_shared_with(|entry_id| {
+            let letter = DeadLetter {
+                entry_id,
+                ..letter.clone()
+            };
+            self.bytes
+                .fetch_add(letter.weight() as u64, Ordering::AcqRel);
+            letter
+        });
+        self.newest
+            .store_unless(stored, |current| current.entry_id > id);
+        self.enforce_limits();
     }
 }
 
@@ -352,21 +368,20 @@ mod tests {
     }
 
     #[test]
-    fn retry_that_cannot_hand_over_requeues_with_count() {
+    fn retry_that_cannot_hand_over_keeps_the_entry_unchanged() {
         let q = DeadLetterQueue::new(Limits::default());
         q.enqueue(event(7), "sink", "boom");
-        assert_eq!(
-            q.retry(),
-            RetryOutcome {
-                retried: 0,
-                requeued: 1
-            }
-        );
+        let before = q.entries()[0].timestamp;
+        let o = q.retry();
+        assert_eq!((o.retried, o.requeued), (0, 1));
+        assert_eq!(o.not_retried["no subscriber registry to retry through"], 1);
         q.set_redeliver(Box::new(Refuse));
-        q.retry();
+        let o = q.retry();
+        assert_eq!(o.not_retried["gone"], 1);
         let e = q.entries();
         assert_eq!(e.len(), 1);
-        assert_eq!((e[0].event.id(), e[0].retry_count), (7, 2));
-        assert_eq!(e[0].error, "retry failed: gone");
+        assert_eq!((e[0].event.id(), e[0].retry_count), (7, 0));
+        assert_eq!((e[0].error.as_str(), e[0].timestamp), ("boom", before));
+        assert_eq!(q.summary().enqueued, 1, "a requeue is not a new failure");
     }
 }

@@ -94,7 +94,7 @@ pub fn retry(dlq: &DeadLetterQueue) -> Response {
     let o = dlq.retry();
     Response::json(
         200,
-        &json!({ "retried": o.retried, "requeued": o.requeued }),
+        &json!({ "retried": o.retried, "requeued": o.requeued, "not_retried": o.not_retried }),
     )
 }
 

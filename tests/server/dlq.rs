@@ -186,7 +186,10 @@ fn dlq_endpoints_answer_shapes_and_errors() {
         assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
     }
     let (status, r) = http_json(addr, "POST", "/dlq/retry", "");
-    assert_eq!((status, r), (200, json!({"retried": 0, "requeued": 0})));
+    assert_eq!(
+        (status, r),
+        (200, json!({"retried": 0, "requeued": 0, "not_retried": {}}))
+    );
     let (status, head, _) = http_raw(
         addr,
         b"GET /dlq/retry HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -253,7 +256,10 @@ fn retry_redelivers_only_to_the_failed_subscriber_and_counts_retries() {
     }
 
     let (status, r) = http_json(addr, "POST", "/dlq/retry", "");
-    assert_eq!((status, r), (200, json!({"retried": 6, "requeued": 0})));
+    assert_eq!(
+        (status, r),
+        (200, json!({"retried": 6, "requeued": 0, "not_retried": {}}))
+    );
     // flaky succeeds on retry; broken fails again and comes back with retry_count 1.
     assert!(eventually(Duration::from_secs(10), || {
         let e = entries(addr);
@@ -291,13 +297,20 @@ fn retry_redelivers_only_to_the_failed_subscriber_and_counts_retries() {
     assert_eq!(next_event(&mut ws, &mut notices)["id"], marker);
     assert!(notices.is_empty(), "{notices:?}");
 
-    // An entry whose subscriber is gone comes straight back, counted.
+    // An entry whose subscriber is gone was not retried: it stays as it was, and the
+    // answer says why.
     assert!(bus.unsubscribe("broken"));
     let (_, r) = http_json(addr, "POST", "/dlq/retry", "");
-    assert_eq!(r, json!({"retried": 0, "requeued": 3}));
+    assert_eq!(
+        r,
+        json!({"retried": 0, "requeued": 3,
+               "not_retried": {"subscriber \"broken\" is not registered": 3}})
+    );
     let e = entries(addr);
-    assert!(e.iter().all(|e| e["retry_count"] == 3
-        && e["error_message"] == "retry failed: subscriber \"broken\" is not registered"));
+    assert_eq!(e.len(), 3);
+    assert!(e
+        .iter()
+        .all(|e| e["retry_count"] == 2 && e["error_message"] == "always fails"));
 }
 
 #[test]
@@ -354,6 +367,14 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
     let stats = bus.subscribers();
     let s = stats.iter().find(|s| s.name == "stuck").unwrap();
     assert_eq!((s.timed_out, s.overflowed, s.backlog), (1, 5, 5));
+    // A retry now cannot hand anything over: the entries stay as they were.
+    let (_, r) = http_json(addr, "POST", "/dlq/retry", "");
+    assert_eq!(
+        r,
+        json!({"retried": 0, "requeued": 6, "not_retried":
+               {"backlog full: 4 events already waiting for the handler": 6}})
+    );
+    assert_eq!(by_reason(&entries(addr)), got);
     // Released, it works through its queue; those calls are quick and succeed.
     for _ in 0..5 {
         release.send(()).unwrap();
