@@ -121,6 +121,13 @@ pub struct ServeArgs {
     /// dead-letter queue as "timeout after N ms" (embedders' `Bus::subscribe`).
     #[arg(long, default_value_t = 250)]
     pub subscriber_timeout_ms: u64,
+    /// Seconds between console exporter lines.
+    #[arg(long, default_value_t = 1.0)]
+    pub metrics_interval: f64,
+    /// Where metrics go besides GET /metrics (Prometheus) and GET /stats (JSON), which are
+    /// always served: `console` prints one line per --metrics-interval on stderr.
+    #[arg(long, value_enum, default_value = "none")]
+    pub metrics_exporter: crate::metrics::Exporter,
     /// Dead-letter queue bound in entries; past it the oldest entries are evicted and
     /// counted (`dlq.evicted` in /health). 0 = unbounded.
     #[arg(long, default_value_t = 100_000)]
@@ -173,6 +180,8 @@ impl ServeArgs {
             write_stall_timeout: seconds("write-stall-timeout", self.write_stall_timeout)?,
             max_failed_writes: self.max_failed_writes,
             subscriber_timeout: Duration::from_millis(self.subscriber_timeout_ms),
+            metrics_interval: seconds("metrics-interval", self.metrics_interval)?,
+            metrics_exporter: self.metrics_exporter,
             dlq_max_entries: self.dlq_max_entries,
             dlq_max_bytes: self.dlq_max_bytes,
         })
@@ -208,6 +217,8 @@ mod tests {
         assert_eq!(cfg.write_stall_timeout, def.write_stall_timeout);
         assert_eq!(cfg.max_failed_writes, def.max_failed_writes);
         assert_eq!(cfg.subscriber_timeout, def.subscriber_timeout);
+        assert_eq!(cfg.metrics_interval, def.metrics_interval);
+        assert_eq!(cfg.metrics_exporter, def.metrics_exporter);
         assert_eq!(cfg.dlq_max_entries, def.dlq_max_entries);
         assert_eq!(cfg.dlq_max_bytes, def.dlq_max_bytes);
     }

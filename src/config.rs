@@ -59,6 +59,10 @@ pub struct Config {
     /// How long one in-process subscriber call may run before its event goes to the
     /// dead-letter queue.
     pub subscriber_timeout: Duration,
+    /// How often the console exporter prints (`/stats` series are per second regardless).
+    pub metrics_interval: Duration,
+    /// Where metrics go besides `/metrics` and `/stats`.
+    pub metrics_exporter: crate::metrics::Exporter,
     /// Dead-letter queue bound in entries (0 = unbounded); the oldest are evicted past it.
     pub dlq_max_entries: usize,
     /// Dead-letter queue bound in bytes (0 = unbounded); the oldest are evicted past it.
@@ -90,6 +94,8 @@ impl Default for Config {
             write_stall_timeout: Duration::from_secs(10),
             max_failed_writes: 3,
             subscriber_timeout: Duration::from_millis(250),
+            metrics_interval: Duration::from_secs(1),
+            metrics_exporter: crate::metrics::Exporter::None,
             dlq_max_entries: 100_000,
             dlq_max_bytes: 256 * 1024 * 1024,
         }
@@ -165,6 +171,7 @@ impl Config {
             ("close-timeout", self.close_timeout),
             ("write-stall-timeout", self.write_stall_timeout),
             ("subscriber-timeout-ms", self.subscriber_timeout),
+            ("metrics-interval", self.metrics_interval),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));

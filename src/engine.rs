@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::metrics::{Counters, Snapshot};
+use crate::metrics::{prometheus, Counters, Snapshot, Stats};
 
 /// Shared engine state. One per [`crate::Bridge`]; I/O threads hold it in an `Arc`.
 pub struct Engine {
@@ -18,6 +18,8 @@ pub struct Engine {
     pub bus: Bus,
     /// Counters, one set per I/O thread.
     pub counters: Counters,
+    /// The flusher's per-second samples.
+    pub stats: Stats,
     started: Instant,
     open_connections: AtomicUsize,
     next_connection_id: AtomicU64,
@@ -32,6 +34,7 @@ impl Engine {
             config,
             bus,
             counters,
+            stats: Stats::default(),
             started: Instant::now(),
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
@@ -72,6 +75,36 @@ impl Engine {
     /// The counters, summed.
     pub fn snapshot(&self) -> Snapshot {
         self.counters.snapshot(self.bus.last_id())
+    }
+
+    /// The `GET /metrics` body (Prometheus text format).
+    pub fn metrics_text(&self) -> String {
+        prometheus::render(&prometheus::Report {
+            counters: &self.snapshot(),
+            dlq: &self.bus.dlq().summary(),
+            subscribers: &self.bus.subscribers(),
+            subscribers_lost: self.bus.subscribers_lost(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The `GET /stats` body: totals now, rates over the last second, and the last
+    /// minute's per-second series.
+    pub fn stats_json(&self) -> Value {
+        let s = self.snapshot();
+        let sampled = self.stats.sampled();
+        let (p, d, x) = sampled.rates;
+        json!({
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "totals": {
+                "published": s.published, "delivered": s.delivered, "dropped": s.dropped,
+                "dropped_by_lane": s.dropped_by_lane, "evicted": s.evicted,
+                "ws_connected_clients": s.ws_connected_clients, "connections": s.connections,
+                "dlq_size": self.bus.dlq().depth(),
+            },
+            "rates_per_s": {"published": p, "delivered": d, "dropped": x},
+            "series": sampled.series,
+        })
     }
 
     /// The `/health` body.

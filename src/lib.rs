@@ -117,6 +117,7 @@ pub enum StartError {
 pub struct Bridge {
     engine: Arc<Engine>,
     handles: Vec<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -169,6 +170,7 @@ impl Builder {
         Ok(Bridge {
             engine: threads.engine,
             handles: threads.handles,
+            flusher: Some(threads.flusher),
             local_addr: threads.local_addr,
         })
     }
@@ -213,6 +215,10 @@ impl Bridge {
         self.engine.bus.close_subscribers(deadline);
         for h in self.handles.drain(..) {
             let _ = h.join();
+        }
+        if let Some(f) = self.flusher.take() {
+            f.thread().unpark();
+            let _ = f.join();
         }
     }
 }

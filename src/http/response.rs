@@ -27,6 +27,16 @@ impl Response {
         }
     }
 
+    /// A text body of type `content_type`.
+    pub fn text(status: u16, content_type: &'static str, body: String) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            content_type,
+            body: body.into_bytes(),
+        }
+    }
+
     /// `{"error": message}` with `status`.
     pub fn error(status: u16, message: &str) -> Self {
         Self::json(status, &serde_json::json!({ "error": message }))

@@ -8,6 +8,7 @@ use super::request::Request;
 use super::response::Response;
 use crate::engine::Engine;
 use crate::event::parse_publish_body;
+use crate::metrics::prometheus;
 use crate::ws::handshake::{self, Upgrade};
 
 /// The outcome of routing one request.
@@ -19,7 +20,7 @@ pub enum Routed {
     Upgrade(Upgrade),
 }
 
-const ROUTES: &str = "GET /health, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry";
+const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry";
 
 /// Routes `req` with its complete `body`.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
@@ -38,6 +39,14 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
     match (req.path.as_str(), req.method.as_str()) {
         ("/health", "GET") => Routed::Respond(Response::json(200, &engine.health())),
         ("/health", _) => allow("GET"),
+        ("/metrics", "GET") => Routed::Respond(Response::text(
+            200,
+            prometheus::CONTENT_TYPE,
+            engine.metrics_text(),
+        )),
+        ("/metrics", _) => allow("GET"),
+        ("/stats", "GET") => Routed::Respond(Response::json(200, &engine.stats_json())),
+        ("/stats", _) => allow("GET"),
         ("/publish", "POST") => Routed::Respond(publish(req, body, engine)),
         ("/publish", _) => allow("POST"),
         ("/ws/events", "GET") => {

@@ -36,6 +36,8 @@ impl Wake for MioWaker {
 pub(crate) struct Threads {
     pub engine: Arc<Engine>,
     pub handles: Vec<JoinHandle<()>>,
+    /// The metrics flusher (see [`crate::metrics::flusher`]).
+    pub flusher: JoinHandle<()>,
     pub local_addr: SocketAddr,
 }
 
@@ -84,9 +86,17 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
             .map_err(StartError::Spawn)?;
         handles.push(handle);
     }
+    let flusher = {
+        let engine = Arc::clone(&engine);
+        std::thread::Builder::new()
+            .name("firehose-metrics".into())
+            .spawn(move || crate::metrics::flusher::run(&engine))
+            .map_err(StartError::Spawn)?
+    };
     Ok(Threads {
         engine,
         handles,
+        flusher,
         local_addr,
     })
 }

@@ -1,7 +1,12 @@
-//! What the engine counts. Counters are relaxed atomics on their own cache lines, one set
-//! per I/O thread (so the hot path never shares a line between threads), summed on read.
-//! Exporters (Prometheus, console, `/stats`) build on [`Counters::snapshot`].
+//! What the engine counts and how it is exported. Counters are relaxed atomics on their
+//! own cache lines, one set per I/O thread (so the hot path never shares a line between
+//! threads), summed on read ([`Counters::snapshot`]). One flusher thread ([`flusher`])
+//! samples them each second for `/stats` and the console exporter; `/metrics` renders them
+//! in the Prometheus text format ([`prometheus`]).
 
 mod counters;
+pub mod flusher;
+pub mod prometheus;
 
 pub use counters::{Counters, DroppedByLane, Evicted, Snapshot, ThreadCounters};
+pub use flusher::{Exporter, Stats};

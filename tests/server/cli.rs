@@ -38,6 +38,8 @@ fn help_documents_every_serve_flag() {
         "--write-stall-timeout",
         "--max-failed-writes",
         "--subscriber-timeout-ms",
+        "--metrics-interval",
+        "--metrics-exporter",
         "--dlq-max-entries",
         "--dlq-max-bytes",
         "--addr-file",

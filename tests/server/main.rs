@@ -9,5 +9,6 @@ mod dlq;
 mod hygiene;
 mod isolation;
 mod malformed;
+mod metrics;
 mod policies;
 mod publish;

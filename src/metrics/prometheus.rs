@@ -1,0 +1,262 @@
+//! The Prometheus text exposition format (version 0.0.4) for `GET /metrics`.
+//!
+//! Pure: a [`Report`] of the engine's counters in, text out. Names follow the dotted
+//! metric names (`events.published` → `firehose_events_published_total`); every family
+//! has `# HELP` and `# TYPE`.
+
+use std::fmt::Write as _;
+
+use super::Snapshot;
+use crate::dlq::Summary;
+use crate::sink::SinkStats;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Everything `/metrics` reports.
+pub struct Report<'a> {
+    /// The I/O threads' counters, summed.
+    pub counters: &'a Snapshot,
+    /// The dead-letter queue.
+    pub dlq: &'a Summary,
+    /// In-process subscribers.
+    pub subscribers: &'a [SinkStats],
+    /// Events in-process subscribers missed because the log lapped them.
+    pub subscribers_lost: u64,
+    /// Seconds since start.
+    pub uptime_s: f64,
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing into a String cannot fail.
+        let _ = writeln!(
+            self.0,
+            "# HELP firehose_{name} {help}\n# TYPE firehose_{name} {kind}"
+        );
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str("firehose_");
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape_label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Renders `r` as the exposition text.
+pub fn render(r: &Report<'_>) -> String {
+    let c = r.counters;
+    let mut o = Out(String::with_capacity(4096));
+    o.one(
+        "events_published_total",
+        "counter",
+        "Events accepted into the log (events.published).",
+        c.published as f64,
+    );
+    o.one(
+        "events_delivered_total",
+        "counter",
+        "Event frames completely written to WebSocket subscribers (events.delivered).",
+        c.delivered as f64,
+    );
+    o.one(
+        "events_dropped_total",
+        "counter",
+        "Events a subscriber's queue refused or discarded, all policies (events.dropped).",
+        c.dropped as f64,
+    );
+    o.family(
+        "events_dropped_by_lane_total",
+        "counter",
+        "Events dropped by priority-policy subscriptions, by lane (part of events_dropped_total).",
+    );
+    let lanes = &c.dropped_by_lane;
+    for (lane, n) in [
+        ("control", lanes.control),
+        ("critical", lanes.critical),
+        ("important", lanes.important),
+        ("bulk", lanes.bulk),
+    ] {
+        o.sample("events_dropped_by_lane_total", &[("lane", lane)], n as f64);
+    }
+    o.one(
+        "ws_connected_clients",
+        "gauge",
+        "Open WebSocket subscribers (ws.connected_clients).",
+        c.ws_connected_clients as f64,
+    );
+    o.one(
+        "connections",
+        "gauge",
+        "Open connections of any kind.",
+        c.connections as f64,
+    );
+    o.family(
+        "ws_evicted_total",
+        "counter",
+        "Connections evicted, by reason.",
+    );
+    for (reason, n) in [
+        ("write_stall", c.evicted.write_stall),
+        ("write_errors", c.evicted.write_errors),
+        ("slow_consumer", c.evicted.slow_consumer),
+    ] {
+        o.sample("ws_evicted_total", &[("reason", reason)], n as f64);
+    }
+    let d = r.dlq;
+    o.one(
+        "events_dlq_size",
+        "gauge",
+        "Entries waiting in the dead-letter queue (events.dlq.size).",
+        d.depth as f64,
+    );
+    o.one(
+        "events_dlq_bytes",
+        "gauge",
+        "Bytes held by the dead-letter queue's entries.",
+        d.bytes as f64,
+    );
+    o.one(
+        "events_dlq_enqueued_total",
+        "counter",
+        "Entries ever enqueued in the dead-letter queue.",
+        d.enqueued as f64,
+    );
+    o.one(
+        "events_dlq_evicted_total",
+        "counter",
+        "Dead-letter entries evicted by --dlq-max-entries / --dlq-max-bytes.",
+        d.evicted as f64,
+    );
+    o.one(
+        "events_dlq_retried_total",
+        "counter",
+        "Dead-letter entries handed back to their subscribers by retries.",
+        d.retried as f64,
+    );
+    o.family(
+        "subscriber_calls_total",
+        "counter",
+        "In-process subscriber outcomes, by subscriber and outcome.",
+    );
+    for s in r.subscribers {
+        for (outcome, n) in [
+            ("ok", s.delivered),
+            ("error", s.failed),
+            ("timeout", s.timed_out),
+            ("backlog_full", s.overflowed),
+        ] {
+            o.sample(
+                "subscriber_calls_total",
+                &[("subscriber", &s.name), ("outcome", outcome)],
+                n as f64,
+            );
+        }
+    }
+    o.family(
+        "subscriber_backlog",
+        "gauge",
+        "Events queued for, or in a call of, each in-process subscriber.",
+    );
+    for s in r.subscribers {
+        o.sample(
+            "subscriber_backlog",
+            &[("subscriber", &s.name)],
+            s.backlog as f64,
+        );
+    }
+    o.one(
+        "subscriber_lost_total",
+        "counter",
+        "Events in-process subscribers never saw because the log's retention lapped them.",
+        r.subscribers_lost as f64,
+    );
+    o.one(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the engine started.",
+        r.uptime_s,
+    );
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn every_family_has_help_and_type() {
+        let stats = [SinkStats {
+            name: "q\"uote".into(),
+            types: vec![],
+            delivered: 1,
+            failed: 2,
+            timed_out: 3,
+            overflowed: 4,
+            backlog: 5,
+        }];
+        let text = render(&Report {
+            counters: &Snapshot::default(),
+            dlq: &Summary {
+                depth: 0,
+                bytes: 0,
+                oldest: None,
+                newest: None,
+                enqueued: 0,
+                evicted: 0,
+                retried: 0,
+            },
+            subscribers: &stats,
+            subscribers_lost: 0,
+            uptime_s: 1.5,
+        });
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(families.contains(&name), "{name} has no # TYPE");
+        }
+        assert!(text.contains(
+            "firehose_subscriber_calls_total{subscriber=\"q\\\"uote\",outcome=\"timeout\"} 3"
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! `/metrics` (read with a Prometheus text parser) and `/stats` agree with what clients
+//! received, in a run whose counts are known exactly: N events to a reading client, a
+//! stalled client whose drops it later accounts for id by id, and an in-process subscriber
+//! that fails everything into the DLQ.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use firehose::{Event, Filter};
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+use crate::support::*;
+
+/// A subscriber whose socket takes only a few KB before the server must queue.
+fn small_window_subscriber(addr: SocketAddr) -> Ws {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let url = format!("ws://{addr}/ws/events");
+    let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
+    assert_eq!(next_json(&mut ws)["op"], "welcome");
+    ws
+}
+
+fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
+    let (status, head, body) = http_raw(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let text = String::from_utf8(body).unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// metric name + sorted labels → value.
+fn values(s: &prometheus_parse::Scrape) -> HashMap<String, f64> {
+    s.samples
+        .iter()
+        .map(|x| {
+            let mut labels: Vec<String> =
+                x.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            let v = match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            };
+            (format!("{}{{{}}}", x.metric, labels.join(",")), v)
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_and_stats_agree_with_what_clients_received() {
+    const N: u64 = 400;
+    let bridge = server(|c| c.queue_capacity = 10);
+    let addr = bridge.local_addr();
+    bridge
+        .bus()
+        .subscribe("nope", Filter::all(), |_| Err("refused"))
+        .unwrap();
+    let mut stalled = small_window_subscriber(addr);
+    let (mut healthy, _) = subscribe(addr, "");
+    let progress = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&progress);
+    let reader = thread::spawn(move || {
+        let mut notices = Vec::new();
+        for i in 1..=N {
+            assert_eq!(next_event(&mut healthy, &mut notices)["id"], i);
+            seen.store(i, Ordering::Release);
+        }
+        assert!(notices.is_empty(), "{notices:?}");
+        healthy
+    });
+    let ev = Event::new("m.big", "test")
+        .with_payload(&"x".repeat(20_000))
+        .unwrap();
+    for sent in 1..=N {
+        bridge.bus().publish(&ev).unwrap();
+        if sent % 5 == 0 {
+            assert!(eventually(Duration::from_secs(20), || progress
+                .load(Ordering::Acquire)
+                + 5
+                >= sent));
+        }
+    }
+    let _healthy = reader.join().unwrap();
+    let (missed, _) = account_for_ids(&mut stalled, 1, N);
+    assert!(
+        missed > 0,
+        "the small window must overflow a 10-event queue"
+    );
+    let delivered = 2 * N - missed;
+    assert!(eventually(Duration::from_secs(10), || {
+        let s = bridge.engine().snapshot();
+        s.delivered == delivered && bridge.bus().dlq().depth() == N as usize
+    }));
+
+    let scrape = scrape(addr);
+    for family in [
+        "firehose_events_published_total",
+        "firehose_events_delivered_total",
+        "firehose_events_dropped_total",
+        "firehose_events_dlq_size",
+        "firehose_ws_connected_clients",
+    ] {
+        assert!(scrape.docs.contains_key(family), "# HELP for {family}");
+    }
+    let v = values(&scrape);
+    let want = [
+        ("firehose_events_published_total{}", N as f64),
+        ("firehose_events_delivered_total{}", delivered as f64),
+        ("firehose_events_dropped_total{}", missed as f64),
+        ("firehose_events_dlq_size{}", N as f64),
+        ("firehose_events_dlq_enqueued_total{}", N as f64),
+        ("firehose_ws_connected_clients{}", 2.0),
+        (
+            "firehose_subscriber_calls_total{outcome=ok,subscriber=nope}",
+            0.0,
+        ),
+        ("firehose_events_dropped_by_lane_total{lane=bulk}", 0.0),
+        ("firehose_ws_evicted_total{reason=write_stall}", 0.0),
+    ];
+    for (key, value) in want {
+        assert_eq!(v.get(key), Some(&value), "{key}: {v:?}");
+    }
+    // Every event reached the DLQ from the failing subscriber: failed by its handler, or
+    // refused by its (10-event) backlog.
+    let calls = |outcome: &str| {
+        v[&format!("firehose_subscriber_calls_total{{outcome={outcome},subscriber=nope}}")]
+    };
+    assert_eq!(calls("error") + calls("backlog_full"), N as f64);
+
+    let (status, stats) = http_json(addr, "GET", "/stats", "");
+    assert_eq!(status, 200);
+    let t = &stats["totals"];
+    assert_eq!(
+        (
+            t["published"].clone(),
+            t["delivered"].clone(),
+            t["dropped"].clone(),
+            t["dlq_size"].clone()
+        ),
+        (
+            Value::from(N),
+            Value::from(delivered),
+            Value::from(missed),
+            Value::from(N)
+        )
+    );
+    // The per-second series add up to the totals once a sample follows the last event.
+    assert!(eventually(Duration::from_secs(5), || {
+        let (_, s) = http_json(addr, "GET", "/stats", "");
+        let sum = |k: &str| -> u64 {
+            s["series"][k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        };
+        sum("published") == N && sum("delivered") == delivered && sum("dropped") == missed
+    }));
+}
