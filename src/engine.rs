@@ -10,6 +10,16 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::metrics::{prometheus, Counters, Snapshot, Stats};
 
+/// Percentiles of a latency histogram (µs) in ms, and its count; `null`s when empty.
+pub fn latency_json(h: &hdrhistogram::Histogram<u64>) -> Value {
+    match crate::metrics::latency::percentiles_ms(h) {
+        Some((p50, p95, p99, max)) => {
+            json!({"p50": p50, "p95": p95, "p99": p99, "max": max, "count": h.len()})
+        }
+        None => json!({"p50": null, "p95": null, "p99": null, "max": null, "count": 0}),
+    }
+}
+
 /// Shared engine state. One per [`crate::Bridge`]; I/O threads hold it in an `Arc`.
 pub struct Engine {
     /// The validated configuration.
@@ -84,6 +94,7 @@ impl Engine {
             dlq: &self.bus.dlq().summary(),
             subscribers: &self.bus.subscribers(),
             subscribers_lost: self.bus.subscribers_lost(),
+            latency: &self.counters.latency(),
             uptime_s: self.started.elapsed().as_secs_f64(),
         })
     }
@@ -103,6 +114,7 @@ impl Engine {
                 "dlq_size": self.bus.dlq().depth(),
             },
             "rates_per_s": {"published": p, "delivered": d, "dropped": x},
+            "delivery_latency_ms": latency_json(&self.counters.latency()),
             "series": sampled.series,
         })
     }

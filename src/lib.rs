@@ -55,6 +55,7 @@
 pub mod bench;
 pub mod bus;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dlq;
 pub mod engine;

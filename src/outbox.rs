@@ -42,6 +42,8 @@ struct Item {
     frame: Bytes,
     /// The event id; 0 for the `dropped` notices that share the lanes (ids start at 1).
     id: u64,
+    /// When the event was published, as a [`crate::clock`] tick (0 = not stamped).
+    t: u32,
 }
 
 impl Item {
@@ -125,6 +127,10 @@ impl Push {
 pub struct Progress {
     /// Event frames fully written (notices and control frames not counted).
     pub events: u64,
+    /// The publish tick ([`crate::clock`]) of the first of them (0 = none, or unstamped).
+    /// Within one connection events leave in id order per lane, so this is the oldest but
+    /// for a higher lane overtaking a lower one.
+    pub first_t: u32,
 }
 
 /// Pending output of one connection.
@@ -134,7 +140,7 @@ pub struct Outbox {
     control: VecDeque<Bytes>,
     /// A frame partly written: the frame, the offset reached, and its event id (0 if not
     /// an event).
-    partial: Option<(Bytes, usize, u64)>,
+    partial: Option<(Bytes, usize, u64, u32)>,
     capacity: usize,
     max_bytes: usize,
     /// Events in the lanes (notices not counted), and their bytes.
@@ -299,6 +305,12 @@ impl Outbox {
     /// Offers an event frame; the policy decides what happens when the queue is full (by
     /// count or by bytes).
     pub fn push_event(&mut self, frame: Bytes, id: u64, priority: Priority) -> Push {
+        self.push_event_at(frame, id, priority, 0)
+    }
+
+    /// [`push_event`](Self::push_event) with the event's publish tick ([`crate::clock`]),
+    /// reported back in [`Progress::first_t`] when it is written.
+    pub fn push_event_at(&mut self, frame: Bytes, id: u64, priority: Priority, t: u32) -> Push {
         if self.closing {
             return Push::Closing;
         }
@@ -322,7 +334,7 @@ impl Outbox {
                 }
             }
         };
-        self.lanes[lane].push_back(Item { frame, id });
+        self.lanes[lane].push_back(Item { frame, id, t });
         self.queued += 1;
         self.queued_bytes += len;
         outcome
@@ -403,6 +415,7 @@ impl Outbox {
                 self.lanes[lane].push_back(Item {
                     frame: (self.make_notice)(&episode),
                     id: 0,
+                    t: 0,
                 });
             }
         }
@@ -438,7 +451,7 @@ impl Outbox {
 
     /// Events waiting (including a partly written one).
     pub fn queued_events(&self) -> usize {
-        self.queued + usize::from(matches!(self.partial, Some((_, _, id)) if id != 0))
+        self.queued + usize::from(matches!(self.partial, Some((_, _, id, _)) if id != 0))
     }
 
     /// The ids of the queued events, in the order they will be written (a partly written
@@ -455,7 +468,7 @@ impl Outbox {
     /// written: what the client will have when the queue is discarded.
     pub fn last_delivered(&self) -> u64 {
         match self.partial {
-            Some((_, _, id)) if id != 0 => id,
+            Some((_, _, id, _)) if id != 0 => id,
             _ => self.last_delivered,
         }
     }
@@ -475,7 +488,7 @@ impl Outbox {
     /// Fills `iov` with the next bytes to write, in order; returns how many slices it used.
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        if let Some((frame, offset, _)) = &self.partial {
+        if let Some((frame, offset, _, _)) = &self.partial {
             if n == iov.len() {
                 return n;
             }
@@ -509,34 +522,34 @@ impl Outbox {
     /// Records that the first `written` bytes of what [`gather`](Self::gather) offered went out.
     pub fn advance(&mut self, mut written: usize) -> Progress {
         let mut progress = Progress::default();
-        if let Some((frame, offset, id)) = self.partial.take() {
+        if let Some((frame, offset, id, t)) = self.partial.take() {
             let rest = frame.len() - offset;
             if written < rest {
-                self.partial = Some((frame, offset + written, id));
+                self.partial = Some((frame, offset + written, id, t));
                 return progress;
             }
             written -= rest;
-            self.completed(id, &mut progress);
+            self.completed(id, t, &mut progress);
         }
         while written > 0 {
-            let (frame, id) = if let Some(frame) = self.control.pop_front() {
-                (frame, 0)
+            let (frame, id, t) = if let Some(frame) = self.control.pop_front() {
+                (frame, 0, 0)
             } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
                 if item.is_event() {
                     self.queued -= 1;
                     self.queued_bytes -= item.frame.len();
                 }
-                (item.frame, item.id)
+                (item.frame, item.id, item.t)
             } else {
                 debug_assert!(false, "advanced past what was gathered");
                 break;
             };
             if written < frame.len() {
-                self.partial = Some((frame, written, id));
+                self.partial = Some((frame, written, id, t));
                 break;
             }
             written -= frame.len();
-            self.completed(id, &mut progress);
+            self.completed(id, t, &mut progress);
         }
         if !self.closing && self.open_episodes > 0 {
             self.notices_if_room();
@@ -551,10 +564,13 @@ impl Outbox {
         progress
     }
 
-    fn completed(&mut self, id: u64, progress: &mut Progress) {
+    fn completed(&mut self, id: u64, t: u32, progress: &mut Progress) {
         if id != 0 {
             progress.events += 1;
             self.last_delivered = id;
+            if progress.first_t == 0 {
+                progress.first_t = t;
+            }
         }
     }
 

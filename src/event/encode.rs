@@ -97,6 +97,7 @@ impl Staged {
             id,
             priority: self.priority,
             published_at: self.published_at,
+            published_tick: crate::clock::tick(self.published_at),
             frame,
             json_at: header_len as u8,
             type_at: (self.type_at - frame_at) as u32,
@@ -124,6 +125,7 @@ pub struct Encoded {
     id: u64,
     priority: Priority,
     published_at: Instant,
+    published_tick: u32,
     frame: Bytes,
     json_at: u8,
     type_at: u32,
@@ -144,6 +146,11 @@ impl Encoded {
     /// When it was handed to the engine (for delivery latency).
     pub fn published_at(&self) -> Instant {
         self.published_at
+    }
+
+    /// [`published_at`](Self::published_at) as a [`crate::clock`] tick.
+    pub fn published_tick(&self) -> u32 {
+        self.published_tick
     }
 
     /// The event type, for routing.

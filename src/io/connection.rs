@@ -117,7 +117,11 @@ impl Connection {
                 Ok(0) => return Err(FlushError::Gone),
                 Ok(written) => {
                     wrote = true;
-                    total.events += self.outbox.advance(written).events;
+                    let p = self.outbox.advance(written);
+                    total.events += p.events;
+                    if total.first_t == 0 {
+                        total.first_t = p.first_t;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

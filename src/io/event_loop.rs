@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -70,6 +71,10 @@ pub struct EventLoop {
     /// Events lost to laps since the last log line, and when that line was written.
     lost_unlogged: u64,
     lost_logged_at: Option<Instant>,
+    /// Publish → written latency of this thread's deliveries (µs), since start; a copy is
+    /// published for the metrics readers every tick it changed.
+    latency: Histogram<u64>,
+    latency_published: u64,
 }
 
 impl EventLoop {
@@ -99,6 +104,8 @@ impl EventLoop {
             overflowed: Vec::new(),
             lost_unlogged: 0,
             lost_logged_at: None,
+            latency: crate::metrics::latency::new_histogram(),
+            latency_published: 0,
         })
     }
 
@@ -262,9 +269,17 @@ impl EventLoop {
         };
         conn.dirty = false;
         let counters = self.engine.counters.thread(self.index);
-        match conn.flush(Instant::now()) {
+        let now = Instant::now();
+        match conn.flush(now) {
             Ok(p) => {
                 ThreadCounters::add(&counters.delivered, p.events);
+                if p.events > 0 && p.first_t != 0 {
+                    // One record per write, at the age of its first event: an upper bound
+                    // for the rest, and it keeps the histogram off the per-frame cost.
+                    let age = crate::clock::age_us(p.first_t, crate::clock::tick(now));
+                    let age = u64::from(age).clamp(1, crate::metrics::latency::MAX_US);
+                    let _ = self.latency.record_n(age, p.events);
+                }
                 if conn.is_done() {
                     self.remove(key);
                 }
@@ -437,6 +452,14 @@ impl EventLoop {
     }
 
     fn tick(&mut self, now: Instant) {
+        if self.latency.len() != self.latency_published {
+            self.latency_published = self.latency.len();
+            self.engine
+                .counters
+                .thread(self.index)
+                .latency
+                .store(Some(Arc::new(self.latency.clone())));
+        }
         if self.accept_again {
             self.accept();
         }
@@ -574,9 +597,9 @@ fn route_event(
             return;
         }
         conn.last_routed = id;
-        let push = conn
-            .outbox
-            .push_event(ev.frame().clone(), id, ev.priority());
+        let push =
+            conn.outbox
+                .push_event_at(ev.frame().clone(), id, ev.priority(), ev.published_tick());
         if push.lost() > 0 {
             lost += push.lost();
             for (counter, n) in counters

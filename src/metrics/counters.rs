@@ -27,6 +27,8 @@ pub struct ThreadCounters {
     /// Events lost by subscriptions under the `priority` policy, per lane (`control`,
     /// `critical`, `important`, `bulk`); part of `dropped`.
     pub dropped_by_lane: [AtomicU64; 4],
+    /// The thread's delivery-latency histogram (µs), as of its last tick.
+    pub latency: arc_swap::ArcSwapOption<hdrhistogram::Histogram<u64>>,
 }
 
 impl ThreadCounters {
@@ -95,6 +97,18 @@ impl Counters {
                 .map(|_| CachePadded::new(ThreadCounters::default()))
                 .collect(),
         }
+    }
+
+    /// Every thread's delivery latency (µs since publish), merged.
+    pub fn latency(&self) -> hdrhistogram::Histogram<u64> {
+        let mut all = super::latency::new_histogram();
+        for t in self.threads.iter() {
+            if let Some(h) = t.latency.load_full() {
+                // Same bounds everywhere: adding cannot fail.
+                let _ = all.add(&*h);
+            }
+        }
+        all
     }
 
     /// Thread `i`'s counters.

@@ -120,8 +120,12 @@ pub fn run(engine: &Engine) {
                 let s = engine.snapshot();
                 let secs = now.duration_since(printed.1).as_secs_f64().max(1e-9);
                 let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                let lat = super::latency::percentiles_ms(&engine.counters.latency()).map_or_else(
+                    || "-".to_owned(),
+                    |(p50, p95, p99, _)| format!("{p50:.2}/{p95:.2}/{p99:.2} ms"),
+                );
                 eprintln!(
-                    "metrics: published {:.0}/s delivered {:.0}/s dropped {:.0}/s | clients {} connections {} | dlq {} | evicted {}",
+                    "metrics: published {:.0}/s delivered {:.0}/s dropped {:.0}/s | p50/p95/p99 since start {lat} | clients {} connections {} | dlq {} | evicted {}",
                     rate(s.published, printed.0.published),
                     rate(s.delivered, printed.0.delivered),
                     rate(s.dropped, printed.0.dropped),

@@ -6,6 +6,7 @@
 
 mod counters;
 pub mod flusher;
+pub mod latency;
 pub mod prometheus;
 
 pub use counters::{Counters, DroppedByLane, Evicted, Snapshot, ThreadCounters};

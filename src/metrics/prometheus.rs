@@ -23,6 +23,8 @@ pub struct Report<'a> {
     pub subscribers: &'a [SinkStats],
     /// Events in-process subscribers missed because the log lapped them.
     pub subscribers_lost: u64,
+    /// Delivery latency (µs), all threads merged.
+    pub latency: &'a hdrhistogram::Histogram<u64>,
     /// Seconds since start.
     pub uptime_s: f64,
 }
@@ -134,6 +136,31 @@ pub fn render(r: &Report<'_>) -> String {
     ] {
         o.sample("ws_evicted_total", &[("reason", reason)], n as f64);
     }
+    o.family(
+        "events_delivery_latency_ms",
+        "histogram",
+        "Publish to frame written to the socket, in ms (events.delivery.latency_ms); each write is recorded at the age of its first event, and bucket counts are exact to the histogram's 1 % precision.",
+    );
+    let h = r.latency;
+    for le_ms in super::latency::BUCKETS_MS {
+        let le_us = (le_ms * 1000.0) as u64;
+        o.sample(
+            "events_delivery_latency_ms_bucket",
+            &[("le", &le_ms.to_string())],
+            h.count_between(0, le_us) as f64,
+        );
+    }
+    o.sample(
+        "events_delivery_latency_ms_bucket",
+        &[("le", "+Inf")],
+        h.len() as f64,
+    );
+    o.sample(
+        "events_delivery_latency_ms_sum",
+        &[],
+        h.mean() * h.len() as f64 / 1000.0,
+    );
+    o.sample("events_delivery_latency_ms_count", &[], h.len() as f64);
     let d = r.dlq;
     o.one(
         "events_dlq_size",
@@ -244,6 +271,7 @@ mod tests {
             },
             subscribers: &stats,
             subscribers_lost: 0,
+            latency: &crate::metrics::latency::new_histogram(),
             uptime_s: 1.5,
         });
         let families: Vec<&str> = text
@@ -253,6 +281,11 @@ mod tests {
             .collect();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|base| families.contains(base))
+                .unwrap_or(name);
             assert!(families.contains(&name), "{name} has no # TYPE");
         }
         assert!(text.contains(

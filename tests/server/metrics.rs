@@ -107,7 +107,7 @@ fn metrics_and_stats_agree_with_what_clients_received() {
         s.delivered == delivered && bridge.bus().dlq().depth() == N as usize
     }));
 
-    let scrape = scrape(addr);
+    let scraped = scrape(addr);
     for family in [
         "firehose_events_published_total",
         "firehose_events_delivered_total",
@@ -115,9 +115,9 @@ fn metrics_and_stats_agree_with_what_clients_received() {
         "firehose_events_dlq_size",
         "firehose_ws_connected_clients",
     ] {
-        assert!(scrape.docs.contains_key(family), "# HELP for {family}");
+        assert!(scraped.docs.contains_key(family), "# HELP for {family}");
     }
-    let v = values(&scrape);
+    let v = values(&scraped);
     let want = [
         ("firehose_events_published_total{}", N as f64),
         ("firehose_events_delivered_total{}", delivered as f64),
@@ -142,7 +142,33 @@ fn metrics_and_stats_agree_with_what_clients_received() {
     };
     assert_eq!(calls("error") + calls("backlog_full"), N as f64);
 
+    // The latency histogram (published by each I/O thread at its next tick) counts every
+    // delivered event once, in non-decreasing cumulative buckets.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = scrape(addr);
+            let buckets = s.samples.iter().find_map(|x| match &x.value {
+                prometheus_parse::Value::Histogram(b)
+                    if x.metric == "firehose_events_delivery_latency_ms" =>
+                {
+                    Some(b.clone())
+                }
+                _ => None,
+            });
+            let Some(b) = buckets else { return false };
+            assert!(b
+                .windows(2)
+                .all(|w| w[0].count <= w[1].count && w[0].less_than < w[1].less_than));
+            assert!(s.docs.contains_key("firehose_events_delivery_latency_ms"));
+            b.last()
+                .is_some_and(|last| last.less_than.is_infinite() && last.count == delivered as f64)
+        }),
+        "the latency histogram's +Inf bucket reaches {delivered}"
+    );
+
     let (status, stats) = http_json(addr, "GET", "/stats", "");
+    assert_eq!(stats["delivery_latency_ms"]["count"], delivered);
+    assert!(stats["delivery_latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert_eq!(status, 200);
     let t = &stats["totals"];
     assert_eq!(
