@@ -154,24 +154,29 @@ impl DeadLetterQueue {
         error: String,
         retry_count: u32,
     ) -> u64 {
-        let timestamp = SystemTime::now();
-        let (id, letter) = self.log.push_shared_with(|entry_id| {
-            let letter = DeadLetter {
-                entry_id,
-                event,
-                subscriber,
-                error,
-                timestamp,
-                retry_count,
-            };
+        let id = self.push(DeadLetter {
+            entry_id: 0,
+            event,
+            subscriber,
+            error,
+            timestamp: SystemTime::now(),
+            retry_count,
+        });
+        self.enqueued.fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
+    /// Appends `letter` under a new entry number and applies the bounds.
+    fn push(&self, letter: DeadLetter) -> u64 {
+        let (id, stored) = self.log.push_shared_with(|entry_id| {
+            let letter = DeadLetter { entry_id, ..letter };
             // Counted before it is visible, so a concurrent pop never subtracts first.
             self.bytes
                 .fetch_add(letter.weight() as u64, Ordering::AcqRel);
             letter
         });
         self.newest
-            .store_unless(letter, |current| current.entry_id > id);
-        self.enqueued.fetch_add(1, Ordering::Relaxed);
+            .store_unless(stored, |current| current.entry_id > id);
         self.enforce_limits();
         id
     }
@@ -237,10 +242,10 @@ impl DeadLetterQueue {
 
     /// The newest `limit` waiting entries, newest first.
     pub fn newest(&self, limit: usize) -> Vec<Arc<DeadLetter>> {
-        let mut ring = std::collections::VecDeque::with_capacity(limit.min(self.depth()));
         if limit == 0 {
             return Vec::new();
         }
+        let mut ring = std::collections::VecDeque::with_capacity(limit.min(self.depth()));
         self.log.for_each(|_, l| {
             if ring.len() == limit {
                 ring.pop_front();
@@ -283,28 +288,13 @@ impl DeadLetterQueue {
                 Err(why) => {
                     outcome.requeued += 1;
                     *outcome.not_retried.entry(why).or_default() += 1;
-                    self.requeue(&letter);
+                    // Back as it was: a new entry number, everything else kept.
+                    self.push(DeadLetter::clone(&letter));
                 }
             }
         }
         self.retried.fetch_add(outcome.retried, Ordering::Relaxed);
         outcome
-    }
-
-    /// Puts `letter` back as it was (a new entry number, everything else kept).
-    fn requeue(&self, letter: &DeadLetter) {
-        let (id, stored) = self.log.push_shared_with(|entry_id| {
-            let letter = DeadLetter {
-                entry_id,
-                ..letter.clone()
-            };
-            self.bytes
-                .fetch_add(letter.weight() as u64, Ordering::AcqRel);
-            letter
-        });
-        self.newest
-            .store_unless(stored, |current| current.entry_id > id);
-        self.enforce_limits();
     }
 }
 

@@ -292,9 +292,8 @@ impl Hub {
             filter,
             queue: tx,
             state,
-            worker: Mutex::new(None),
+            worker: Mutex::new(Some(worker)),
         });
-        *lock(&sink.worker) = Some(worker);
         let mut next = (*current).clone();
         next.push(sink);
         self.sinks.store(Arc::new(next));
@@ -357,12 +356,13 @@ impl Hub {
     fn dispatch(&self, bus: &Bus, start: u64) {
         let log = bus.log();
         let mut cursor = start;
-        let mut lost_reported = Instant::now() - Duration::from_secs(10);
+        let mut lost_reported: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
             if self.sinks.load().is_empty() {
-                // Nobody to route to: skip ahead, then look again (a subscriber that arrived
-                // meanwhile starts at or after the new cursor), and sleep without the idle
-                // flag so publishers never pay to wake this thread.
+                // Nobody to route to: skip ahead, then look again (what a subscriber
+                // registered after that look must get is published later, at or after the
+                // new cursor), and sleep without the idle flag so publishers never pay to
+                // wake this thread.
                 cursor = log.next_seq();
                 if self.sinks.load().is_empty() {
                     std::thread::park();
@@ -384,8 +384,8 @@ impl Hub {
                     Read::Lapped { resume_at } => {
                         let n = resume_at - cursor;
                         self.lost.fetch_add(n, Ordering::Relaxed);
-                        if lost_reported.elapsed() >= Duration::from_secs(1) {
-                            lost_reported = Instant::now();
+                        if lost_reported.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            lost_reported = Some(Instant::now());
                             eprintln!("firehose: in-process subscribers missed {n} events: the log's retention was lapped (raise --retention-events)");
                         }
                         cursor = resume_at;

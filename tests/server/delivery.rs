@@ -85,15 +85,7 @@ fn a_client_that_never_reads_does_not_hold_back_the_others_and_learns_what_it_mi
     let ev = Event::new("load.big", "test")
         .with_payload(&"x".repeat(1000))
         .unwrap();
-    for sent in 1..=EVENTS {
-        bridge.bus().publish(&ev).unwrap();
-        if sent % 50 == 0 {
-            assert!(eventually(Duration::from_secs(20), || progress
-                .load(Ordering::Acquire)
-                + 50
-                >= sent));
-        }
-    }
+    publish_in_step(bridge.bus(), &ev, EVENTS, 50, &progress);
     let (count, notices) = reader.join().unwrap();
     assert_eq!(count, EVENTS as usize, "the healthy client got everything");
     assert!(notices.is_empty(), "{notices:?}");

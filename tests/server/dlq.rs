@@ -2,7 +2,7 @@
 //! backlogs land in the DLQ with their reasons; the HTTP endpoints; retry semantics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -87,13 +87,7 @@ fn failing_slow_and_panicking_subscribers_land_in_the_dlq_with_their_reasons() {
         Ok::<(), String>(())
     })
     .unwrap();
-    let healthy = Arc::new(AtomicU64::new(0));
-    let h = Arc::clone(&healthy);
-    bus.subscribe("healthy", all.clone(), move |_| {
-        h.fetch_add(1, Ordering::Relaxed);
-        Ok::<(), String>(())
-    })
-    .unwrap();
+    let healthy = counting_subscriber(bus, "healthy", all.clone());
     assert!(matches!(
         bus.subscribe("healthy", all, |_| Ok::<(), String>(())),
         Err(firehose::sink::SubscribeError::Duplicate(_))
@@ -200,10 +194,7 @@ fn dlq_endpoints_answer_shapes_and_errors() {
     assert_eq!(status, 405);
 
     // With entries: summary timestamps, limit honoured.
-    server
-        .bus()
-        .subscribe("nope", Filter::all(), |_| Err("refused"))
-        .unwrap();
+    refusing_subscriber(server.bus(), "nope");
     publish_n(addr, "a.b", 3);
     assert!(
         eventually(Duration::from_secs(10), || depth(addr) == 3),
@@ -328,13 +319,7 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
         Ok::<(), String>(())
     })
     .unwrap();
-    let healthy = Arc::new(AtomicU64::new(0));
-    let h = Arc::clone(&healthy);
-    bus.subscribe("healthy", Filter::all(), move |_| {
-        h.fetch_add(1, Ordering::Relaxed);
-        Ok::<(), String>(())
-    })
-    .unwrap();
+    let healthy = counting_subscriber(bus, "healthy", Filter::all());
     let (mut ws, _) = subscribe(addr, "");
     // One at a time, each after the healthy subscriber took the previous one (its queue
     // is as small as the stuck one's), so only the stuck subscriber's backlog grows.
@@ -391,10 +376,7 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
 fn dlq_bound_evicts_the_oldest_and_counts_them() {
     let server = server(|c| c.dlq_max_entries = 5);
     let addr = server.local_addr();
-    server
-        .bus()
-        .subscribe("nope", Filter::all(), |_| Err("refused"))
-        .unwrap();
+    refusing_subscriber(server.bus(), "nope");
     let ids = publish_n(addr, "a.b", 8);
     assert!(
         eventually(Duration::from_secs(10), || {

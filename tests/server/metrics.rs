@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use firehose::{Event, Filter};
+use firehose::Event;
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
@@ -66,10 +66,7 @@ fn metrics_and_stats_agree_with_what_clients_received() {
     const N: u64 = 400;
     let bridge = server(|c| c.queue_capacity = 10);
     let addr = bridge.local_addr();
-    bridge
-        .bus()
-        .subscribe("nope", Filter::all(), |_| Err("refused"))
-        .unwrap();
+    refusing_subscriber(bridge.bus(), "nope");
     let mut stalled = small_window_subscriber(addr);
     let (mut healthy, _) = subscribe(addr, "");
     let progress = Arc::new(AtomicU64::new(0));
@@ -86,15 +83,7 @@ fn metrics_and_stats_agree_with_what_clients_received() {
     let ev = Event::new("m.big", "test")
         .with_payload(&"x".repeat(20_000))
         .unwrap();
-    for sent in 1..=N {
-        bridge.bus().publish(&ev).unwrap();
-        if sent % 5 == 0 {
-            assert!(eventually(Duration::from_secs(20), || progress
-                .load(Ordering::Acquire)
-                + 5
-                >= sent));
-        }
-    }
+    publish_in_step(bridge.bus(), &ev, N, 5, &progress);
     let _healthy = reader.join().unwrap();
     let (missed, _) = account_for_ids(&mut stalled, 1, N);
     assert!(

@@ -2,9 +2,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firehose::{Bridge, Builder, Config};
+use firehose::{Bridge, Builder, Bus, Config, Event, Filter};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
@@ -255,4 +257,36 @@ pub fn read_until_close(s: &mut TcpStream) -> (u16, String) {
             Err(e) => panic!("read failed: {e}"),
         }
     }
+}
+
+/// Publishes `ev` `n` times, never more than `window` events ahead of `progress` (how many
+/// a reading client has taken), so that client can never be the one to overflow.
+pub fn publish_in_step(bus: &Bus, ev: &Event, n: u64, window: u64, progress: &AtomicU64) {
+    for sent in 1..=n {
+        bus.publish(ev).unwrap();
+        if sent % window == 0 {
+            assert!(eventually(Duration::from_secs(20), || progress
+                .load(Ordering::Acquire)
+                + window
+                >= sent));
+        }
+    }
+}
+
+/// An in-process subscriber `name` that counts the events `filter` lets through.
+pub fn counting_subscriber(bus: &Bus, name: &str, filter: Filter) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&count);
+    bus.subscribe(name, filter, move |_| {
+        c.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), String>(())
+    })
+    .unwrap();
+    count
+}
+
+/// An in-process subscriber `name` that fails every event with "refused".
+pub fn refusing_subscriber(bus: &Bus, name: &str) {
+    bus.subscribe(name, Filter::all(), |_| Err("refused"))
+        .unwrap();
 }
