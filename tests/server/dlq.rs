@@ -252,9 +252,12 @@ fn retry_redelivers_only_to_the_failed_subscriber_and_counts_retries() {
         (200, json!({"retried": 6, "requeued": 0, "not_retried": {}}))
     );
     // flaky succeeds on retry; broken fails again and comes back with retry_count 1.
+    // (Each has its own worker: wait for both to finish their retries.)
     assert!(eventually(Duration::from_secs(10), || {
         let e = entries(addr);
-        e.len() == 3 && e.iter().all(|e| e["retry_count"] == 1)
+        e.len() == 3
+            && e.iter().all(|e| e["retry_count"] == 1)
+            && flaky_seen.lock().unwrap().len() == 2 * ids.len()
     }));
     let e = entries(addr);
     assert!(e
