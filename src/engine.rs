@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::metrics::{prometheus, Counters, Snapshot, Stats};
+use crate::metrics::{prometheus, Counters, HttpCounters, Snapshot, Stats};
 
 /// Percentiles of a latency histogram (µs) in ms, and its count; `null`s when empty.
 pub fn latency_json(h: &hdrhistogram::Histogram<u64>) -> Value {
@@ -30,6 +30,8 @@ pub struct Engine {
     pub counters: Counters,
     /// The flusher's per-second samples.
     pub stats: Stats,
+    /// HTTP responses by status.
+    pub http: HttpCounters,
     started: Instant,
     open_connections: AtomicUsize,
     next_connection_id: AtomicU64,
@@ -45,6 +47,7 @@ impl Engine {
             bus,
             counters,
             stats: Stats::default(),
+            http: HttpCounters::default(),
             started: Instant::now(),
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
@@ -96,6 +99,7 @@ impl Engine {
             subscribers_lost: self.bus.subscribers_lost(),
             latency: &self.counters.latency(),
             uptime_s: self.started.elapsed().as_secs_f64(),
+            http: &self.http.snapshot(),
         })
     }
 
@@ -109,7 +113,12 @@ impl Engine {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "totals": {
                 "published": s.published, "delivered": s.delivered, "dropped": s.dropped,
-                "dropped_by_lane": s.dropped_by_lane, "evicted": s.evicted,
+                "dropped_by_lane": s.dropped_by_lane,
+                "dropped_by_reason": s.dropped_by_reason, "evicted": s.evicted,
+                "bytes_out": s.bytes_out,
+                "http_responses": self.http.snapshot().iter()
+                    .map(|(c, n)| (c.map_or_else(|| "other".to_string(), |c| c.to_string()), *n))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
                 "ws_connected_clients": s.ws_connected_clients, "connections": s.connections,
                 "dlq_size": self.bus.dlq().depth(),
             },

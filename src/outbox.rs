@@ -131,6 +131,8 @@ pub struct Progress {
     /// Within one connection events leave in id order per lane, so this is the oldest but
     /// for a higher lane overtaking a lower one.
     pub first_t: u32,
+    /// Bytes written (filled in by the connection; the outbox does not see them).
+    pub bytes: u64,
 }
 
 /// Pending output of one connection.

@@ -73,6 +73,7 @@ impl HttpSession {
                         req
                     }
                     Err(e) => {
+                        engine.http.count(e.status());
                         out.push_final([Response::error(e.status(), &e.to_string()).encode(false)]);
                         return HttpStep::Close;
                     }
@@ -92,8 +93,9 @@ impl HttpSession {
                         .push_control(switching_protocols(&upgrade.accept))
                         .is_ok();
                     if !accepted {
-                        return self.overloaded(out);
+                        return self.overloaded(engine, out);
                     }
+                    engine.http.count(101);
                     return HttpStep::Upgrade {
                         upgrade,
                         leftover: std::mem::take(&mut self.inbuf),
@@ -101,12 +103,14 @@ impl HttpSession {
                 }
                 Routed::Respond(resp) => {
                     if !req.keep_alive {
+                        engine.http.count(resp.status);
                         out.push_final([resp.encode(false)]);
                         return HttpStep::Close;
                     }
                     if out.push_control(resp.encode(true)).is_err() {
-                        return self.overloaded(out);
+                        return self.overloaded(engine, out);
                     }
+                    engine.http.count(resp.status);
                 }
             }
         }
@@ -117,18 +121,20 @@ impl HttpSession {
     }
 
     /// A client pipelining requests without reading the answers.
-    fn overloaded(&mut self, out: &mut Outbox) -> HttpStep {
+    fn overloaded(&mut self, engine: &Engine, out: &mut Outbox) -> HttpStep {
+        engine.http.count(503);
         let msg = "too many pipelined requests without reading the responses";
         out.push_final([Response::error(503, msg).encode(false)]);
         HttpStep::Close
     }
 
     /// Checks the request deadline.
-    pub fn on_tick(&mut self, now: Instant, out: &mut Outbox) -> HttpStep {
+    pub fn on_tick(&mut self, now: Instant, engine: &Engine, out: &mut Outbox) -> HttpStep {
         if now < self.deadline {
             return HttpStep::Continue;
         }
         if !self.inbuf.is_empty() || self.pending.is_some() {
+            engine.http.count(408);
             out.push_final([Response::error(
                 408,
                 "request not completed within the handshake timeout",

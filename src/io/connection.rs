@@ -119,6 +119,7 @@ impl Connection {
                     wrote = true;
                     let p = self.outbox.advance(written);
                     total.events += p.events;
+                    total.bytes += written as u64;
                     if total.first_t == 0 {
                         total.first_t = p.first_t;
                     }

@@ -30,7 +30,7 @@ use crate::event::Encoded;
 use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
-use crate::metrics::ThreadCounters;
+use crate::metrics::{DropReason, ThreadCounters};
 use crate::outbox::Push;
 use crate::ws::frame::CloseCode;
 use crate::ws::message;
@@ -243,7 +243,7 @@ impl EventLoop {
         for key in keys {
             let conn = &mut self.conns[key];
             conn.outbox.record_lost(first, last);
-            ThreadCounters::add(&counters.dropped, last - first + 1);
+            counters.drop_events(DropReason::Retention, last - first + 1);
             self.mark_dirty(key);
         }
     }
@@ -273,6 +273,7 @@ impl EventLoop {
         match conn.flush(now) {
             Ok(p) => {
                 ThreadCounters::add(&counters.delivered, p.events);
+                ThreadCounters::add(&counters.bytes_out, p.bytes);
                 if p.events > 0 && p.first_t != 0 {
                     // One record per write, at the age of its first event: an upper bound
                     // for the rest, and it keeps the histogram off the per-frame cost.
@@ -323,6 +324,7 @@ impl EventLoop {
                     "connection limit of {} reached; try again later",
                     self.engine.config.max_connections
                 );
+                self.engine.http.count(503);
                 let _ = io::Write::write(&mut stream, &Response::error(503, &body).encode(false));
                 continue;
             }
@@ -448,7 +450,10 @@ impl EventLoop {
         if step == WsStep::Done && conn.finish_by.is_none() {
             conn.finish_by = Some(now + close_timeout);
         }
-        ThreadCounters::add(&self.engine.counters.thread(self.index).dropped, discarded);
+        self.engine
+            .counters
+            .thread(self.index)
+            .drop_events(DropReason::Closed, discarded);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -489,7 +494,7 @@ impl EventLoop {
             }
             match &mut conn.phase {
                 Phase::Http(http) => {
-                    if let HttpStep::Close = http.on_tick(now, &mut conn.outbox) {
+                    if let HttpStep::Close = http.on_tick(now, &engine, &mut conn.outbox) {
                         conn.finish_by = Some(now + engine.config.close_timeout);
                         closed_http.push(key);
                     }
@@ -530,8 +535,8 @@ impl EventLoop {
                 self.router.remove(key, ws.filter());
             }
             counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
-            ThreadCounters::add(
-                &counters.dropped,
+            counters.drop_events(
+                DropReason::Closed,
                 ws.take_discarded() + conn.outbox.queued_events() as u64,
             );
         }
@@ -625,5 +630,5 @@ fn route_event(
             Push::Dropped | Push::Closing => {}
         }
     });
-    ThreadCounters::add(&counters.dropped, lost);
+    counters.drop_events(DropReason::QueueFull, lost);
 }

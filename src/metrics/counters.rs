@@ -27,6 +27,10 @@ pub struct ThreadCounters {
     /// Events lost by subscriptions under the `priority` policy, per lane (`control`,
     /// `critical`, `important`, `bulk`); part of `dropped`.
     pub dropped_by_lane: [AtomicU64; 4],
+    /// `dropped`, by reason: indexed by [`DropReason`].
+    pub dropped_by_reason: [AtomicU64; 3],
+    /// Bytes written to sockets (every protocol, headers and control frames included).
+    pub bytes_out: AtomicU64,
     /// The thread's delivery-latency histogram (µs), as of its last tick.
     pub latency: arc_swap::ArcSwapOption<hdrhistogram::Histogram<u64>>,
 }
@@ -37,6 +41,67 @@ impl ThreadCounters {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Counts `n` dropped events, in the total and under `reason`.
+    pub fn drop_events(&self, reason: DropReason, n: u64) {
+        Self::add(&self.dropped, n);
+        Self::add(&self.dropped_by_reason[reason as usize], n);
+    }
+}
+
+/// Why an event did not reach a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The subscription's queue was full (its overflow policy refused or evicted it).
+    QueueFull = 0,
+    /// The I/O thread fell a whole log behind (`--retention-events`) and never routed it.
+    Retention = 1,
+    /// Still queued when the connection closed.
+    Closed = 2,
+}
+
+/// `events.dropped` by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DroppedByReason {
+    /// The queue was full.
+    pub queue_full: u64,
+    /// The log's retention lapped the I/O thread.
+    pub retention: u64,
+    /// Queued when the connection closed.
+    pub closed: u64,
+}
+
+/// HTTP responses by status code, counted where they are queued (`101` = WebSocket
+/// upgrades).
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    by_status: [AtomicU64; HTTP_STATUSES.len() + 1],
+}
+
+/// The codes the server answers with; anything else is counted as `other`.
+const HTTP_STATUSES: [u16; 14] = [
+    101, 200, 400, 404, 405, 408, 411, 413, 414, 426, 429, 431, 500, 503,
+];
+
+impl HttpCounters {
+    /// Counts one response with `status`.
+    pub fn count(&self, status: u16) {
+        let i = HTTP_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(HTTP_STATUSES.len());
+        self.by_status[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(status, count)` for every status seen so far; `None` is "other".
+    pub fn snapshot(&self) -> Vec<(Option<u16>, u64)> {
+        self.by_status
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (HTTP_STATUSES.get(i).copied(), c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }
 
@@ -63,6 +128,10 @@ pub struct Snapshot {
     pub evicted: Evicted,
     /// Losses of `priority`-policy subscriptions, by lane.
     pub dropped_by_lane: DroppedByLane,
+    /// `dropped`, by reason.
+    pub dropped_by_reason: DroppedByReason,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
 }
 
 /// Events lost by `priority`-policy subscriptions, per lane (`control` is never dropped).
@@ -135,6 +204,11 @@ impl Counters {
             s.dropped_by_lane.critical += lane(1);
             s.dropped_by_lane.important += lane(2);
             s.dropped_by_lane.bulk += lane(3);
+            let reason = |i: usize| t.dropped_by_reason[i].load(Ordering::Relaxed);
+            s.dropped_by_reason.queue_full += reason(DropReason::QueueFull as usize);
+            s.dropped_by_reason.retention += reason(DropReason::Retention as usize);
+            s.dropped_by_reason.closed += reason(DropReason::Closed as usize);
+            s.bytes_out += t.bytes_out.load(Ordering::Relaxed);
             ws += t.ws_clients.load(Ordering::Relaxed);
             conns += t.connections.load(Ordering::Relaxed);
         }

@@ -9,5 +9,8 @@ pub mod flusher;
 pub mod latency;
 pub mod prometheus;
 
-pub use counters::{Counters, DroppedByLane, Evicted, Snapshot, ThreadCounters};
+pub use counters::{
+    Counters, DropReason, DroppedByLane, DroppedByReason, Evicted, HttpCounters, Snapshot,
+    ThreadCounters,
+};
 pub use flusher::{Exporter, Stats};

@@ -27,6 +27,8 @@ pub struct Report<'a> {
     pub latency: &'a hdrhistogram::Histogram<u64>,
     /// Seconds since start.
     pub uptime_s: f64,
+    /// HTTP responses by status (`None` = other).
+    pub http: &'a [(Option<u16>, u64)],
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -70,6 +72,14 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
+    /// A counter family with one label, one sample per `(label value, count)`.
+    fn by_label(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.family(name, "counter", help);
+        for (v, n) in values {
+            self.sample(name, &[(label, v)], *n as f64);
+        }
+    }
+
     fn one(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
@@ -98,19 +108,43 @@ pub fn render(r: &Report<'_>) -> String {
         "Events a subscriber's queue refused or discarded, all policies (events.dropped).",
         c.dropped as f64,
     );
-    o.family(
-        "events_dropped_by_lane_total",
-        "counter",
-        "Events dropped by priority-policy subscriptions, by lane (part of events_dropped_total).",
-    );
     let lanes = &c.dropped_by_lane;
-    for (lane, n) in [
-        ("control", lanes.control),
-        ("critical", lanes.critical),
-        ("important", lanes.important),
-        ("bulk", lanes.bulk),
-    ] {
-        o.sample("events_dropped_by_lane_total", &[("lane", lane)], n as f64);
+    o.by_label(
+        "events_dropped_by_lane_total",
+        "Events dropped by priority-policy subscriptions, by lane (part of events_dropped_total).",
+        "lane",
+        &[
+            ("control", lanes.control),
+            ("critical", lanes.critical),
+            ("important", lanes.important),
+            ("bulk", lanes.bulk),
+        ],
+    );
+    let why = &c.dropped_by_reason;
+    o.by_label(
+        "events_dropped_by_reason_total",
+        "events_dropped_total by reason: queue_full (the overflow policy refused or evicted it), retention (the I/O thread fell a whole log behind), closed (queued when the connection closed).",
+        "reason",
+        &[
+            ("queue_full", why.queue_full),
+            ("retention", why.retention),
+            ("closed", why.closed),
+        ],
+    );
+    o.one(
+        "bytes_out_total",
+        "counter",
+        "Bytes written to sockets, all protocols.",
+        c.bytes_out as f64,
+    );
+    o.family(
+        "http_responses_total",
+        "counter",
+        "HTTP responses by status code (101 = WebSocket upgrade).",
+    );
+    for (status, n) in r.http {
+        let code = status.map_or_else(|| "other".to_string(), |s| s.to_string());
+        o.sample("http_responses_total", &[("code", &code)], *n as f64);
     }
     o.one(
         "ws_connected_clients",
@@ -124,18 +158,16 @@ pub fn render(r: &Report<'_>) -> String {
         "Open connections of any kind.",
         c.connections as f64,
     );
-    o.family(
+    o.by_label(
         "ws_evicted_total",
-        "counter",
         "Connections evicted, by reason.",
+        "reason",
+        &[
+            ("write_stall", c.evicted.write_stall),
+            ("write_errors", c.evicted.write_errors),
+            ("slow_consumer", c.evicted.slow_consumer),
+        ],
     );
-    for (reason, n) in [
-        ("write_stall", c.evicted.write_stall),
-        ("write_errors", c.evicted.write_errors),
-        ("slow_consumer", c.evicted.slow_consumer),
-    ] {
-        o.sample("ws_evicted_total", &[("reason", reason)], n as f64);
-    }
     o.family(
         "events_delivery_latency_ms",
         "histogram",
@@ -273,6 +305,7 @@ mod tests {
             subscribers_lost: 0,
             latency: &crate::metrics::latency::new_histogram(),
             uptime_s: 1.5,
+            http: &[(Some(200), 3), (None, 1)],
         });
         let families: Vec<&str> = text
             .lines()

@@ -120,10 +120,30 @@ fn metrics_and_stats_agree_with_what_clients_received() {
         ),
         ("firehose_events_dropped_by_lane_total{lane=bulk}", 0.0),
         ("firehose_ws_evicted_total{reason=write_stall}", 0.0),
+        (
+            "firehose_events_dropped_by_reason_total{reason=queue_full}",
+            missed as f64,
+        ),
+        (
+            "firehose_events_dropped_by_reason_total{reason=retention}",
+            0.0,
+        ),
+        (
+            "firehose_events_dropped_by_reason_total{reason=closed}",
+            0.0,
+        ),
+        // The two upgrades; this scrape's own 200 is counted once it is queued.
+        ("firehose_http_responses_total{code=101}", 2.0),
     ];
     for (key, value) in want {
         assert_eq!(v.get(key), Some(&value), "{key}: {v:?}");
     }
+    assert!(
+        v["firehose_bytes_out_total{}"] > (delivered * 20_000) as f64,
+        "every delivered frame carries a 20 kB payload: {v:?}"
+    );
+    let again = values(&scrape(addr));
+    assert_eq!(again["firehose_http_responses_total{code=200}"], 1.0);
     // Every event reached the DLQ from the failing subscriber: failed by its handler, or
     // refused by its (10-event) backlog.
     let calls = |outcome: &str| {
