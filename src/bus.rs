@@ -8,14 +8,18 @@
 //! subscribers exist: routing to them is the I/O threads' work, done on their own time.
 
 use std::fmt::Display;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::dlq::{DeadLetterQueue, Limits};
-use crate::event::{Encoded, Event, EventError, Filter, Staged};
+use crate::event::{Encoded, Event, EventError, Filter, Staged, TraceId};
 use crate::log::EventLog;
 use crate::sink::{self, Delivery, Hub, SinkSettings, SinkStats, SubscribeError};
+use crate::trace::{self, Attr, SpanName, Tracer};
 use crate::wake::Sleeper;
+
+/// Counts the subscribers an `event.publish` span reports (set by the server).
+type SubscriberCount = Box<dyn Fn() -> u64 + Send + Sync>;
 
 /// A cheap, cloneable handle for publishing. `Send + Sync`: use it from any thread.
 #[derive(Clone)]
@@ -28,6 +32,8 @@ struct Inner {
     sleepers: Box<[Sleeper]>,
     max_event_bytes: usize,
     hub: Arc<Hub>,
+    tracer: Arc<Tracer>,
+    ws_subscribers: OnceLock<SubscriberCount>,
 }
 
 impl Bus {
@@ -40,26 +46,45 @@ impl Bus {
             sleepers,
             SinkSettings::default(),
             Limits::default(),
+            Arc::new(Tracer::off()),
         )
     }
 
-    /// [`new`](Self::new) with the in-process subscribers' settings and the dead-letter
-    /// queue's bounds.
+    /// [`new`](Self::new) with the in-process subscribers' settings, the dead-letter
+    /// queue's bounds and the tracer that samples and records spans.
     pub fn with_sinks(
         retention: usize,
         max_event_bytes: usize,
         sleepers: Vec<Sleeper>,
         sinks: SinkSettings,
         dlq: Limits,
+        tracer: Arc<Tracer>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 log: EventLog::with_capacity(retention),
                 sleepers: sleepers.into_boxed_slice(),
                 max_event_bytes,
-                hub: Hub::new(sinks, Arc::new(DeadLetterQueue::new(dlq))),
+                hub: Hub::new(
+                    sinks,
+                    Arc::new(DeadLetterQueue::new(dlq)),
+                    Arc::clone(&tracer),
+                ),
+                tracer,
+                ws_subscribers: OnceLock::new(),
             }),
         }
+    }
+
+    /// The tracer (sampling and the span buffer).
+    pub fn tracer(&self) -> &Arc<Tracer> {
+        &self.inner.tracer
+    }
+
+    /// Tells the bus how to count WebSocket subscribers, for `event.publish` spans'
+    /// `subscriber_count` (the server sets this once; later calls are ignored).
+    pub fn set_ws_subscriber_count(&self, count: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.inner.ws_subscribers.set(Box::new(count));
     }
 
     /// Registers an in-process subscriber: `handler` is called, on the subscriber's own
@@ -129,10 +154,42 @@ impl Bus {
 
     /// Publishes one event; returns its id.
     pub fn publish(&self, event: &Event) -> Result<u64, EventError> {
-        let staged = Staged::new(event, self.inner.max_event_bytes)?;
+        let staged = self.stage(event)?;
+        let traced = staged
+            .is_sampled()
+            .then(|| (staged.trace_id(), staged.published_at()));
         let id = self.inner.log.append_with(|id| staged.seal(id));
         self.notify();
+        if let Some(trace) = traced {
+            self.publish_span(event, id, trace);
+        }
         Ok(id)
+    }
+
+    fn stage(&self, event: &Event) -> Result<Staged, EventError> {
+        let mut staged = Staged::new(event, self.inner.max_event_bytes)?;
+        staged.set_sampled(self.inner.tracer.sampled(staged.trace_id()));
+        Ok(staged)
+    }
+
+    /// Records `event.publish` for a sampled event (off the common path: only sampled
+    /// events get here).
+    #[cold]
+    fn publish_span(&self, event: &Event, id: u64, (trace_id, start): (TraceId, Instant)) {
+        let ws = self.inner.ws_subscribers.get().map_or(0, |count| count());
+        let subscribers = ws + self.inner.hub.count() as u64;
+        self.inner.tracer.record(
+            SpanName::EventPublish,
+            trace_id,
+            (trace::publish_span_id(id), 0),
+            start,
+            vec![
+                ("event_id", Attr::from(id)),
+                ("event_type", Attr::from(event.event_type.as_str())),
+                ("source", Attr::from(event.source.as_str())),
+                ("subscriber_count", Attr::from(subscribers)),
+            ],
+        );
     }
 
     /// Publishes several events, all or none: every event is checked before the first is
@@ -141,13 +198,25 @@ impl Bus {
     pub fn publish_all(&self, events: &[Event]) -> Result<Vec<u64>, EventError> {
         let staged = events
             .iter()
-            .map(|e| Staged::new(e, self.inner.max_event_bytes))
+            .map(|e| self.stage(e))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids = staged
+        let mut traced = Vec::new();
+        let ids: Vec<u64> = staged
             .into_iter()
-            .map(|s| self.inner.log.append_with(|id| s.seal(id)))
+            .enumerate()
+            .map(|(i, s)| {
+                let trace = s.is_sampled().then(|| (s.trace_id(), s.published_at()));
+                let id = self.inner.log.append_with(|id| s.seal(id));
+                if let Some(trace) = trace {
+                    traced.push((i, id, trace));
+                }
+                id
+            })
             .collect();
         self.notify();
+        for (i, id, trace) in traced {
+            self.publish_span(&events[i], id, trace);
+        }
         Ok(ids)
     }
 

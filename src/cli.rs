@@ -136,6 +136,21 @@ pub struct ServeArgs {
     /// oldest entries are evicted and counted. 0 = unbounded.
     #[arg(long, default_value_t = 256 * 1024 * 1024)]
     pub dlq_max_bytes: usize,
+    /// The probability (0 to 1) that an event's trace is sampled: its `event.publish`,
+    /// `subscriber.invoke` and `ws.write` spans are recorded. Decided per trace id, so a
+    /// trace is kept whole or not at all.
+    #[arg(long, default_value_t = 0.01)]
+    pub trace_sample: f64,
+    /// Where sampled spans go besides GET /spans/recent: `none`, `console` (one line per
+    /// span on stderr), `json:PATH` (one JSON object per line, appended) or `otlp:URL`
+    /// (OTLP/HTTP protobuf, e.g. otlp:http://127.0.0.1:4318/v1/traces; needs a build with
+    /// `--features otlp`).
+    #[arg(long, default_value = "none")]
+    pub trace_exporter: crate::trace::TraceExporter,
+    /// Spans buffered between recording and export (every 100 ms); when it is full the
+    /// oldest give way and are counted (`firehose_spans_dropped_total`).
+    #[arg(long, default_value_t = 65_536)]
+    pub trace_buffer: usize,
     /// Write the bound address to this file once listening (for scripts using --port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -184,6 +199,9 @@ impl ServeArgs {
             metrics_exporter: self.metrics_exporter,
             dlq_max_entries: self.dlq_max_entries,
             dlq_max_bytes: self.dlq_max_bytes,
+            trace_sample: self.trace_sample,
+            trace_exporter: self.trace_exporter.clone(),
+            trace_buffer: self.trace_buffer,
         })
     }
 }

@@ -67,6 +67,12 @@ pub struct Config {
     pub dlq_max_entries: usize,
     /// Dead-letter queue bound in bytes (0 = unbounded); the oldest are evicted past it.
     pub dlq_max_bytes: usize,
+    /// The probability that an event's trace is sampled (spans recorded), 0 to 1.
+    pub trace_sample: f64,
+    /// Where sampled spans go besides `GET /spans/recent`.
+    pub trace_exporter: crate::trace::TraceExporter,
+    /// Spans buffered for the exporter; when full the oldest give way (counted).
+    pub trace_buffer: usize,
 }
 
 impl Default for Config {
@@ -98,6 +104,9 @@ impl Default for Config {
             metrics_exporter: crate::metrics::Exporter::None,
             dlq_max_entries: 100_000,
             dlq_max_bytes: 256 * 1024 * 1024,
+            trace_sample: 0.01,
+            trace_exporter: crate::trace::TraceExporter::None,
+            trace_buffer: 65_536,
         }
     }
 }
@@ -141,6 +150,7 @@ impl Config {
             ("max-body-bytes", self.max_body_bytes),
             ("max-event-bytes", self.max_event_bytes),
             ("max-batch-events", self.max_batch_events),
+            ("trace-buffer", self.trace_buffer),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -156,6 +166,9 @@ impl Config {
                 self.retention_events,
                 1 << 24,
             ));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sample) {
+            return Err(ConfigError::Probability("trace-sample"));
         }
         if self.max_header_bytes < 1024 {
             return Err(ConfigError::TooSmall(
@@ -214,6 +227,9 @@ pub enum ConfigError {
     /// The default policy is not among the allowed ones.
     #[error("--overflow {0} is not in --allowed-overflow")]
     OverflowNotAllowed(Policy),
+    /// Not a probability.
+    #[error("--{0} must be a probability between 0 and 1")]
+    Probability(&'static str),
     /// The idle timeout would fire before a ping could keep the connection alive.
     #[error("--idle-timeout must be longer than --ping-interval, or live clients are closed before they are pinged")]
     IdleBeforePing,

@@ -32,6 +32,8 @@ pub struct Engine {
     pub stats: Stats,
     /// HTTP responses by status.
     pub http: HttpCounters,
+    /// The newest exported spans (`GET /spans/recent`).
+    pub spans: crate::trace::Recent,
     started: Instant,
     open_connections: AtomicUsize,
     next_connection_id: AtomicU64,
@@ -48,6 +50,7 @@ impl Engine {
             counters,
             stats: Stats::default(),
             http: HttpCounters::default(),
+            spans: crate::trace::Recent::default(),
             started: Instant::now(),
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
@@ -100,6 +103,7 @@ impl Engine {
             latency: &self.counters.latency(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             http: &self.http.snapshot(),
+            spans: (self.bus.tracer().recorded(), self.bus.tracer().dropped()),
         })
     }
 

@@ -70,6 +70,7 @@ pub mod seglog;
 pub mod sink;
 pub mod stress;
 mod sync;
+pub mod trace;
 pub mod wake;
 pub mod ws;
 
@@ -100,6 +101,9 @@ pub enum StartError {
     /// The OS refused an event queue.
     #[error("cannot create an event loop: {0} (check the open-files limit, `ulimit -n`)")]
     Poll(std::io::Error),
+    /// The span exporter cannot start (`--trace-exporter`).
+    #[error(transparent)]
+    Trace(#[from] crate::trace::export::ExportError),
     /// The OS refused a thread.
     #[error("cannot start an I/O thread: {0}")]
     Spawn(std::io::Error),
@@ -119,6 +123,7 @@ pub struct Bridge {
     engine: Arc<Engine>,
     handles: Vec<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
+    tracer: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -172,6 +177,7 @@ impl Builder {
             engine: threads.engine,
             handles: threads.handles,
             flusher: Some(threads.flusher),
+            tracer: Some(threads.tracer),
             local_addr: threads.local_addr,
         })
     }
@@ -217,9 +223,12 @@ impl Bridge {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
-        if let Some(f) = self.flusher.take() {
-            f.thread().unpark();
-            let _ = f.join();
+        for t in [self.flusher.take(), self.tracer.take()]
+            .into_iter()
+            .flatten()
+        {
+            t.thread().unpark();
+            let _ = t.join();
         }
     }
 }

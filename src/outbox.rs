@@ -42,8 +42,19 @@ struct Item {
     frame: Bytes,
     /// The event id; 0 for the `dropped` notices that share the lanes (ids start at 1).
     id: u64,
-    /// When the event was published, as a [`crate::clock`] tick (0 = not stamped).
-    t: u32,
+    /// When the event was published, and whether it is traced.
+    t: Stamp,
+}
+
+/// What an event frame carries besides its bytes for the writer's bookkeeping: when it
+/// was published, as a [`crate::clock`] tick (0 = not stamped), and whether its trace is
+/// sampled (so its write is recorded as a `ws.write` span).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The publish tick.
+    pub tick: u32,
+    /// The event's trace is sampled.
+    pub sampled: bool,
 }
 
 impl Item {
@@ -131,6 +142,8 @@ pub struct Progress {
     /// Within one connection events leave in id order per lane, so this is the oldest but
     /// for a higher lane overtaking a lower one.
     pub first_t: u32,
+    /// The id of the first event written whose trace is sampled (0 = none).
+    pub sampled: u64,
     /// Bytes written (filled in by the connection; the outbox does not see them).
     pub bytes: u64,
 }
@@ -142,7 +155,7 @@ pub struct Outbox {
     control: VecDeque<Bytes>,
     /// A frame partly written: the frame, the offset reached, and its event id (0 if not
     /// an event).
-    partial: Option<(Bytes, usize, u64, u32)>,
+    partial: Option<(Bytes, usize, u64, Stamp)>,
     capacity: usize,
     max_bytes: usize,
     /// Events in the lanes (notices not counted), and their bytes.
@@ -307,12 +320,12 @@ impl Outbox {
     /// Offers an event frame; the policy decides what happens when the queue is full (by
     /// count or by bytes).
     pub fn push_event(&mut self, frame: Bytes, id: u64, priority: Priority) -> Push {
-        self.push_event_at(frame, id, priority, 0)
+        self.push_event_at(frame, id, priority, Stamp::default())
     }
 
-    /// [`push_event`](Self::push_event) with the event's publish tick ([`crate::clock`]),
-    /// reported back in [`Progress::first_t`] when it is written.
-    pub fn push_event_at(&mut self, frame: Bytes, id: u64, priority: Priority, t: u32) -> Push {
+    /// [`push_event`](Self::push_event) with the event's [`Stamp`], reported back in
+    /// [`Progress`] when it is written.
+    pub fn push_event_at(&mut self, frame: Bytes, id: u64, priority: Priority, t: Stamp) -> Push {
         if self.closing {
             return Push::Closing;
         }
@@ -417,7 +430,7 @@ impl Outbox {
                 self.lanes[lane].push_back(Item {
                     frame: (self.make_notice)(&episode),
                     id: 0,
-                    t: 0,
+                    t: Stamp::default(),
                 });
             }
         }
@@ -535,7 +548,7 @@ impl Outbox {
         }
         while written > 0 {
             let (frame, id, t) = if let Some(frame) = self.control.pop_front() {
-                (frame, 0, 0)
+                (frame, 0, Stamp::default())
             } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
                 if item.is_event() {
                     self.queued -= 1;
@@ -566,12 +579,15 @@ impl Outbox {
         progress
     }
 
-    fn completed(&mut self, id: u64, t: u32, progress: &mut Progress) {
+    fn completed(&mut self, id: u64, t: Stamp, progress: &mut Progress) {
         if id != 0 {
             progress.events += 1;
             self.last_delivered = id;
             if progress.first_t == 0 {
-                progress.first_t = t;
+                progress.first_t = t.tick;
+            }
+            if t.sampled && progress.sampled == 0 {
+                progress.sampled = id;
             }
         }
     }

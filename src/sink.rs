@@ -41,6 +41,7 @@ use crate::bus::Bus;
 use crate::dlq::{DeadLetter, DeadLetterQueue, Redeliver};
 use crate::event::{Encoded, Filter};
 use crate::log::Read;
+use crate::trace::{publish_span_id, random_span_id, Attr, SpanName, Tracer};
 use crate::wake::{Sleeper, Wake};
 
 /// Longest subscriber name, in bytes.
@@ -205,6 +206,7 @@ impl Wake for ThreadWaker {
 pub(crate) struct Hub {
     settings: SinkSettings,
     dlq: Arc<DeadLetterQueue>,
+    tracer: Arc<Tracer>,
     sinks: ArcSwap<Vec<Arc<Sink>>>,
     /// Serialises subscribe, unsubscribe, the dispatcher's start and shutdown.
     edit: Mutex<Option<JoinHandle<()>>>,
@@ -217,11 +219,16 @@ pub(crate) struct Hub {
 }
 
 impl Hub {
-    pub(crate) fn new(settings: SinkSettings, dlq: Arc<DeadLetterQueue>) -> Arc<Self> {
+    pub(crate) fn new(
+        settings: SinkSettings,
+        dlq: Arc<DeadLetterQueue>,
+        tracer: Arc<Tracer>,
+    ) -> Arc<Self> {
         let thread = Arc::new(OnceLock::new());
         let hub = Arc::new(Self {
             settings,
             dlq,
+            tracer,
             sinks: ArcSwap::from_pointee(Vec::new()),
             edit: Mutex::new(None),
             sleeper: Sleeper::new(Box::new(ThreadWaker(Arc::clone(&thread)))),
@@ -236,6 +243,11 @@ impl Hub {
 
     pub(crate) fn dlq(&self) -> &Arc<DeadLetterQueue> {
         &self.dlq
+    }
+
+    /// How many subscribers are registered.
+    pub(crate) fn count(&self) -> usize {
+        self.sinks.load().len()
     }
 
     pub(crate) fn subscribe(
@@ -280,12 +292,13 @@ impl Hub {
         });
         let worker = {
             let (state, dlq) = (Arc::clone(&state), Arc::clone(&self.dlq));
+            let tracer = Arc::clone(&self.tracer);
             std::thread::Builder::new()
                 .name(format!(
                     "firehose-sink-{}",
                     name.chars().take(32).collect::<String>()
                 ))
-                .spawn(move || work(&state, &rx, handler, &dlq))
+                .spawn(move || work(&state, &rx, handler, &dlq, &tracer))
                 .map_err(|e| SubscribeError::Spawn(name.to_owned(), e))?
         };
         let sink = Arc::new(Sink {
@@ -489,14 +502,18 @@ impl Redeliver for HubRedeliver {
 }
 
 /// A sink's worker thread: one call at a time, until its queue closes.
-fn work(sink: &SinkState, queue: &Receiver<Job>, mut handler: Handler, dlq: &DeadLetterQueue) {
+fn work(
+    sink: &SinkState,
+    queue: &Receiver<Job>,
+    mut handler: Handler,
+    dlq: &DeadLetterQueue,
+    tracer: &Tracer,
+) {
     for job in queue.iter() {
         let event = job.event.clone();
         let retry_count = job.retry_count;
-        *lock(&sink.call) = Some(Call {
-            started: Instant::now(),
-            job,
-        });
+        let started = Instant::now();
+        *lock(&sink.call) = Some(Call { started, job });
         let result = catch_unwind(AssertUnwindSafe(|| {
             handler(&Delivery {
                 event: &event,
@@ -505,6 +522,9 @@ fn work(sink: &SinkState, queue: &Receiver<Job>, mut handler: Handler, dlq: &Dea
         }));
         // `None`: the watchdog already reported this call as timed out.
         let finished = lock(&sink.call).take();
+        if event.sampled() {
+            invoke_span(tracer, sink, &event, started, finished.is_some(), &result);
+        }
         if finished.is_some() {
             let failure = match result {
                 Ok(Ok(())) => None,
@@ -526,6 +546,37 @@ fn work(sink: &SinkState, queue: &Receiver<Job>, mut handler: Handler, dlq: &Dea
         }
         sink.pending.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Records `subscriber.invoke` for a sampled event; `status` is `ok`, `error`, `panic`
+/// or `timeout` (the watchdog already sent it to the DLQ).
+#[cold]
+fn invoke_span(
+    tracer: &Tracer,
+    sink: &SinkState,
+    event: &Encoded,
+    started: Instant,
+    in_time: bool,
+    result: &std::thread::Result<Result<(), String>>,
+) {
+    let status = match result {
+        _ if !in_time => "timeout",
+        Ok(Ok(())) => "ok",
+        Ok(Err(_)) => "error",
+        Err(_) => "panic",
+    };
+    tracer.record(
+        SpanName::SubscriberInvoke,
+        event.trace_id(),
+        (random_span_id(), publish_span_id(event.id())),
+        started,
+        vec![
+            ("subscriber_id", Attr::from(&*sink.name)),
+            ("event_type", Attr::from(event.event_type())),
+            ("event_id", Attr::from(event.id())),
+            ("status", Attr::from(status)),
+        ],
+    );
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

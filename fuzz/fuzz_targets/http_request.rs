@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         for pair in query::pairs(&req.query) {
             let _ = pair;
         }
+        let _ = firehose::http::spans::parse_query(&req.query);
         if let Ok(limit) = dlq::parse_limit(&req.query) {
             assert!((1..=dlq::MAX_LIMIT).contains(&limit));
         }

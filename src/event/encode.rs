@@ -26,6 +26,8 @@ pub struct Staged {
     buf: Vec<u8>,
     priority: Priority,
     published_at: Instant,
+    trace_id: TraceId,
+    sampled: bool,
     /// Offset of the event type's first byte in `buf`.
     type_at: usize,
     type_len: usize,
@@ -34,6 +36,8 @@ pub struct Staged {
 impl Staged {
     /// Validates `event` and encodes its body. `max_bytes` bounds the whole JSON object.
     pub fn new(event: &Event, max_bytes: usize) -> Result<Self, EventError> {
+        // Latency and the `event.publish` span are measured from here.
+        let published_at = Instant::now();
         event.validate()?;
         let payload = event.payload.get();
         let mut buf = Vec::with_capacity(HEADROOM + 160 + event.source.len() + payload.len());
@@ -52,10 +56,8 @@ impl Staged {
             humantime::format_rfc3339_micros(SystemTime::now())
         );
         buf.extend_from_slice(b"\",\"trace_id\":\"");
-        event
-            .trace_id
-            .unwrap_or_else(TraceId::random)
-            .write_hex(&mut buf);
+        let trace_id = event.trace_id.unwrap_or_else(TraceId::random);
+        trace_id.write_hex(&mut buf);
         buf.extend_from_slice(b"\",\"priority\":\"");
         buf.extend_from_slice(event.priority.as_str().as_bytes());
         buf.extend_from_slice(b"\",\"payload\":");
@@ -71,10 +73,32 @@ impl Staged {
         Ok(Self {
             buf,
             priority: event.priority,
-            published_at: Instant::now(),
+            published_at,
+            trace_id,
+            sampled: false,
             type_at,
             type_len: event.event_type.len(),
         })
+    }
+
+    /// The event's trace id (given, or generated here).
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// When publishing began.
+    pub fn published_at(&self) -> Instant {
+        self.published_at
+    }
+
+    /// Marks the event's trace as sampled: its writes and subscriber calls record spans.
+    pub fn set_sampled(&mut self, sampled: bool) {
+        self.sampled = sampled;
+    }
+
+    /// Whether [`set_sampled`](Self::set_sampled) marked it.
+    pub fn is_sampled(&self) -> bool {
+        self.sampled
     }
 
     /// Writes the id and the frame header in front of the body.
@@ -98,6 +122,8 @@ impl Staged {
             priority: self.priority,
             published_at: self.published_at,
             published_tick: crate::clock::tick(self.published_at),
+            trace_id: [(self.trace_id.0 >> 64) as u64, self.trace_id.0 as u64],
+            sampled: self.sampled,
             frame,
             json_at: header_len as u8,
             type_at: (self.type_at - frame_at) as u32,
@@ -126,6 +152,9 @@ pub struct Encoded {
     priority: Priority,
     published_at: Instant,
     published_tick: u32,
+    /// The trace id's halves (two `u64`s keep the struct 8-aligned, and small).
+    trace_id: [u64; 2],
+    sampled: bool,
     frame: Bytes,
     json_at: u8,
     type_at: u32,
@@ -151,6 +180,24 @@ impl Encoded {
     /// [`published_at`](Self::published_at) as a [`crate::clock`] tick.
     pub fn published_tick(&self) -> u32 {
         self.published_tick
+    }
+
+    /// The event's trace id.
+    pub fn trace_id(&self) -> TraceId {
+        TraceId((u128::from(self.trace_id[0]) << 64) | u128::from(self.trace_id[1]))
+    }
+
+    /// Whether the event's trace is sampled (spans are recorded for it).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The publish tick and sampling flag an outbox keeps with the frame.
+    pub fn stamp(&self) -> crate::outbox::Stamp {
+        crate::outbox::Stamp {
+            tick: self.published_tick,
+            sampled: self.sampled,
+        }
     }
 
     /// The event type, for routing.
@@ -183,6 +230,13 @@ mod tests {
 
     fn staged(event: &Event) -> Staged {
         Staged::new(event, 64 * 1024).unwrap()
+    }
+
+    #[test]
+    fn the_trace_id_survives_sealing() {
+        let t = TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let enc = staged(&Event::new("a.b", "t").with_trace_id(t)).seal(1);
+        assert_eq!(enc.trace_id(), t);
     }
 
     #[test]

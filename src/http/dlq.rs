@@ -64,15 +64,7 @@ pub fn parse_limit(q: &str) -> Result<usize, String> {
     for pair in query::pairs(q) {
         let (k, v) = pair.map_err(|e| e.to_string())?;
         if k == "limit" {
-            limit = match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(format!(
-                        "limit must be a whole number from 1 to {MAX_LIMIT}, not {:?}",
-                        v.chars().take(32).collect::<String>()
-                    ))
-                }
-            };
+            limit = query::limit(&v, MAX_LIMIT)?;
         }
     }
     Ok(limit)

@@ -1,6 +1,6 @@
 //! HTTP/1.1 without sockets: request heads ([`request`]), query strings ([`query`]),
 //! responses ([`response`]), routing ([`routes`]), the dead-letter queue's endpoints
-//! ([`dlq`]) and the per-connection state machine ([`session`]) that the I/O layer feeds
+//! ([`dlq`]), recent spans ([`spans`]) and the per-connection state machine ([`session`]) that the I/O layer feeds
 //! with bytes and time.
 
 pub mod dlq;
@@ -9,3 +9,4 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod session;
+pub mod spans;

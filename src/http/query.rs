@@ -42,6 +42,17 @@ pub fn decode(s: &str) -> Result<Cow<'_, str>, QueryError> {
     String::from_utf8(out).map(Cow::Owned).map_err(|_| bad())
 }
 
+/// A `limit` value: a whole number from 1 to `max`.
+pub fn limit(v: &str, max: usize) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "limit must be a whole number from 1 to {max}, not {:?}",
+            v.chars().take(32).collect::<String>()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

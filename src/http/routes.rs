@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use super::dlq;
 use super::request::Request;
 use super::response::Response;
+use super::{dlq, spans};
 use crate::engine::Engine;
 use crate::event::parse_publish_body;
 use crate::metrics::prometheus;
@@ -20,7 +20,7 @@ pub enum Routed {
     Upgrade(Upgrade),
 }
 
-const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry";
+const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T";
 
 /// Routes `req` with its complete `body`.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
@@ -70,6 +70,12 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
         ("/dlq/entries", _) => allow("GET"),
         ("/dlq/retry", "POST") => Routed::Respond(dlq::retry(engine.bus.dlq())),
         ("/dlq/retry", _) => allow("POST"),
+        ("/spans/recent", "GET") => Routed::Respond(spans::recent(
+            &engine.spans,
+            engine.bus.tracer().dropped(),
+            &req.query,
+        )),
+        ("/spans/recent", _) => allow("GET"),
         (path, _) => Routed::Respond(Response::error(
             404,
             &format!(

@@ -123,6 +123,9 @@ impl Connection {
                     if total.first_t == 0 {
                         total.first_t = p.first_t;
                     }
+                    if total.sampled == 0 {
+                        total.sampled = p.sampled;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -31,7 +31,8 @@ use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
 use crate::metrics::{DropReason, ThreadCounters};
-use crate::outbox::Push;
+use crate::outbox::{Progress, Push};
+use crate::trace::{publish_span_id, random_span_id, Attr, SpanName};
 use crate::ws::frame::CloseCode;
 use crate::ws::message;
 use crate::ws::session::{WsSession, WsStep};
@@ -274,6 +275,9 @@ impl EventLoop {
             Ok(p) => {
                 ThreadCounters::add(&counters.delivered, p.events);
                 ThreadCounters::add(&counters.bytes_out, p.bytes);
+                if p.sampled != 0 {
+                    write_span(&self.engine, conn, &p, now);
+                }
                 if p.events > 0 && p.first_t != 0 {
                     // One record per write, at the age of its first event: an upper bound
                     // for the rest, and it keeps the histogram off the per-frame cost.
@@ -581,6 +585,31 @@ impl EventLoop {
     }
 }
 
+/// Records `ws.write` for a write that completed a sampled event. The trace id comes from
+/// the log (the event was published moments ago; if the log already lapped it, no span).
+#[cold]
+fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) {
+    let Read::Ready(trace_id) = engine.bus.log().read(p.sampled, |ev| ev.trace_id()) else {
+        return;
+    };
+    let connection_id = match &conn.phase {
+        Phase::Ws(ws) => ws.id(),
+        Phase::Http(_) => 0,
+    };
+    engine.bus.tracer().record(
+        SpanName::WsWrite,
+        trace_id,
+        (random_span_id(), publish_span_id(p.sampled)),
+        start,
+        vec![
+            ("connection_id", Attr::from(connection_id)),
+            ("event_id", Attr::from(p.sampled)),
+            ("events", Attr::from(p.events)),
+            ("bytes", Attr::from(p.bytes)),
+        ],
+    );
+}
+
 /// Pushes one event into every matching connection's outbox; connections whose
 /// `disconnect` policy overflowed are listed in `overflowed`.
 fn route_event(
@@ -602,9 +631,9 @@ fn route_event(
             return;
         }
         conn.last_routed = id;
-        let push =
-            conn.outbox
-                .push_event_at(ev.frame().clone(), id, ev.priority(), ev.published_tick());
+        let push = conn
+            .outbox
+            .push_event_at(ev.frame().clone(), id, ev.priority(), ev.stamp());
         if push.lost() > 0 {
             lost += push.lost();
             for (counter, n) in counters

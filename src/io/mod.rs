@@ -38,6 +38,8 @@ pub(crate) struct Threads {
     pub handles: Vec<JoinHandle<()>>,
     /// The metrics flusher (see [`crate::metrics::flusher`]).
     pub flusher: JoinHandle<()>,
+    /// The span exporter (see [`crate::trace::export`]).
+    pub tracer: JoinHandle<()>,
     pub local_addr: SocketAddr,
 }
 
@@ -56,15 +58,28 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
         sleepers.push(Sleeper::new(Box::new(MioWaker(waker))));
         polls.push(poll);
     }
+    let span_sink = crate::trace::export::Sink::open(&config.trace_exporter)?;
+    let tracer = Arc::new(crate::trace::Tracer::new(
+        config.trace_sample,
+        config.trace_buffer,
+    ));
     let bus = Bus::with_sinks(
         config.retention_events,
         config.max_event_bytes,
         sleepers,
         config.sink_settings(),
         config.dlq_limits(),
+        tracer,
     );
     let pin = config.pin_threads;
     let engine = Arc::new(Engine::new(config, bus));
+    {
+        let weak = Arc::downgrade(&engine);
+        engine.bus.set_ws_subscriber_count(move || {
+            weak.upgrade()
+                .map_or(0, |e| e.snapshot().ws_connected_clients)
+        });
+    }
     let cores = if pin {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -93,10 +108,22 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
             .spawn(move || crate::metrics::flusher::run(&engine))
             .map_err(StartError::Spawn)?
     };
+    let tracer = {
+        let engine = Arc::clone(&engine);
+        std::thread::Builder::new()
+            .name("firehose-trace".into())
+            .spawn(move || {
+                crate::trace::export::run(engine.bus.tracer(), &engine.spans, span_sink, || {
+                    engine.is_shutting_down()
+                })
+            })
+            .map_err(StartError::Spawn)?
+    };
     Ok(Threads {
         engine,
         handles,
         flusher,
+        tracer,
         local_addr,
     })
 }

@@ -29,6 +29,8 @@ pub struct Report<'a> {
     pub uptime_s: f64,
     /// HTTP responses by status (`None` = other).
     pub http: &'a [(Option<u16>, u64)],
+    /// Spans recorded, and overwritten before export.
+    pub spans: (u64, u64),
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -130,6 +132,18 @@ pub fn render(r: &Report<'_>) -> String {
             ("retention", why.retention),
             ("closed", why.closed),
         ],
+    );
+    o.one(
+        "spans_recorded_total",
+        "counter",
+        "Spans recorded for sampled traces (--trace-sample).",
+        r.spans.0 as f64,
+    );
+    o.one(
+        "spans_dropped_total",
+        "counter",
+        "Spans overwritten in a full buffer (--trace-buffer) before the exporter took them.",
+        r.spans.1 as f64,
     );
     o.one(
         "bytes_out_total",
@@ -306,6 +320,7 @@ mod tests {
             latency: &crate::metrics::latency::new_histogram(),
             uptime_s: 1.5,
             http: &[(Some(200), 3), (None, 1)],
+            spans: (5, 1),
         });
         let families: Vec<&str> = text
             .lines()

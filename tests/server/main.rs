@@ -12,3 +12,4 @@ mod malformed;
 mod metrics;
 mod policies;
 mod publish;
+mod trace;
