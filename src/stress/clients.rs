@@ -11,9 +11,13 @@ use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
 use super::StressError;
+use crate::event::TraceId;
+use crate::trace::{random_span_id, Attr, SpanName, Tracer};
 
 /// The event type the harness publishes and subscribes to.
 pub const EVENT_TYPE: &str = "workflow.step.completed";
+/// How many personas take turns publishing (persona of event `seq` = `seq % PERSONAS`).
+pub const PERSONAS: u64 = 8;
 
 /// When each `seq` was sent, in nanoseconds after `base` (0 = not yet).
 pub struct SendTimes {
@@ -124,12 +128,17 @@ impl Subscriber {
 /// Publishes `total` events at `rate` per second on a fixed schedule (event n is due at
 /// n / rate seconds; a late one goes at once, so the schedule catches up). Returns when
 /// the last is sent; `sent` counts as it goes.
+///
+/// Each event is one step of a persona (`seq % PERSONAS`) and carries a fresh trace id;
+/// the step is recorded in `tracer` as a `workflow.step` span under that id, so the
+/// server's spans for the event join the same trace.
 pub fn publish(
     addr: SocketAddr,
     rate: f64,
     total: u64,
     times: &SendTimes,
     sent: &AtomicU64,
+    tracer: &Tracer,
 ) -> Result<Duration, StressError> {
     // A type nobody publishes: this connection receives only its welcome.
     let mut ws = ws_connect(addr, "types=stress.publisher.none")?;
@@ -148,13 +157,31 @@ pub fn publish(
                 std::thread::yield_now();
             }
         }
+        let trace = TraceId::random();
+        let persona = seq % PERSONAS;
         let frame = format!(
-            r#"{{"op":"publish","event_type":"{EVENT_TYPE}","source":"stress_harness","payload":{{"seq":{seq}}}}}"#
+            r#"{{"op":"publish","event_type":"{EVENT_TYPE}","source":"stress_harness","trace_id":"{trace}","payload":{{"seq":{seq},"persona":{persona}}}}}"#
         );
+        let step = Instant::now();
         times.at[seq as usize].store(times.since_base().max(1), Ordering::Release);
         ws.send(Message::text(frame))
             .map_err(|e| StressError::Publisher(e.to_string()))?;
         sent.fetch_add(1, Ordering::Relaxed);
+        if tracer.sampled(trace) {
+            let duration_ms = step.elapsed().as_secs_f64() * 1e3;
+            tracer.record(
+                SpanName::WorkflowStep,
+                trace,
+                (random_span_id(), 0),
+                step,
+                vec![
+                    ("persona_id", Attr::from(persona)),
+                    ("action_type", Attr::from(EVENT_TYPE)),
+                    ("duration_ms", Attr::from(duration_ms)),
+                    ("seq", Attr::from(seq)),
+                ],
+            );
+        }
     }
     // The interval after the last send belongs to the run: n events take n intervals.
     let elapsed = start.elapsed() + Duration::from_secs_f64(1.0 / rate);

@@ -26,6 +26,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::trace::Tracer;
 use crate::{Bridge, Config, Filter};
 use clients::{Received, SendTimes, Subscriber, EVENT_TYPE};
 
@@ -63,6 +64,12 @@ pub struct StressArgs {
     /// Write the ids of the events in the DLQ (one per line, ascending) to this file.
     #[arg(long)]
     pub dlq_out: Option<PathBuf>,
+    /// Append every span to this file as JSON lines: the harness's `workflow.step` spans
+    /// (one per published event, under the event's trace id) and, with the embedded
+    /// server (sampling every trace), the server's `event.publish`, `ws.write` and
+    /// `subscriber.invoke` spans of the same traces.
+    #[arg(long)]
+    pub spans_out: Option<PathBuf>,
     /// Seconds to wait, after the last publish, for deliveries still in flight.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
@@ -148,8 +155,12 @@ fn embedded(args: &StressArgs) -> Result<Bridge, StressError> {
     let mut config = Config {
         port: 0,
         pin_threads: false,
+        trace_sample: 1.0,
         ..Config::default()
     };
+    if let Some(path) = &args.spans_out {
+        config.trace_exporter = crate::trace::TraceExporter::Json(path.clone());
+    }
     if let Some(n) = args.io_threads {
         config.io_threads = n;
     }
@@ -174,6 +185,20 @@ fn embedded(args: &StressArgs) -> Result<Bridge, StressError> {
     Ok(bridge)
 }
 
+/// Appends the harness's own spans to `path` as JSON lines.
+fn write_spans(tracer: &Tracer, path: &std::path::Path) -> Result<(), StressError> {
+    use std::io::Write;
+    let mut spans = Vec::new();
+    tracer.drain(&mut spans);
+    let text: String = spans.iter().map(|s| format!("{}\n", s.to_json())).collect();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| StressError::Write(path.to_owned(), e))
+}
+
 fn dlq_depth(addr: SocketAddr) -> Result<u64, StressError> {
     Ok(clients::get_json(addr, "/dlq/summary")?["depth"]
         .as_u64()
@@ -189,6 +214,14 @@ fn dropped(addr: SocketAddr) -> Result<u64, StressError> {
 /// Runs the scenario and prints progress (stderr), the table and a JSON line (stdout).
 pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
     check_flags(args)?;
+    if let (Some(path), Some(_)) = (&args.spans_out, &args.target) {
+        // Fail now, not after the run (the embedded server's exporter checks at start).
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| StressError::Write(path.clone(), e))?;
+    }
     crate::raise_fd_limit();
     let bridge = match &args.target {
         Some(_) => None,
@@ -227,12 +260,19 @@ pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
         subs.push((got, handle));
     }
     let sent = Arc::new(AtomicU64::new(0));
+    // Embedded: steps join the server's spans (and its exporter); against a running
+    // server they are the harness's own, written to --spans-out at the end.
+    let tracer = match &bridge {
+        Some(b) => Arc::clone(b.bus().tracer()),
+        None => Arc::new(Tracer::new(1.0, total as usize + 1)),
+    };
     let publisher = {
         let (times, sent) = (Arc::clone(&times), Arc::clone(&sent));
+        let tracer = Arc::clone(&tracer);
         let rate = args.events_per_second;
         std::thread::Builder::new()
             .name("stress-pub".into())
-            .spawn(move || clients::publish(addr, rate, total, &times, &sent))
+            .spawn(move || clients::publish(addr, rate, total, &times, &sent, &tracer))
             .map_err(|e| StressError::Publisher(e.to_string()))?
     };
     let delivered = |subs: &[(Arc<Received>, _)]| -> u64 {
@@ -310,8 +350,14 @@ pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
         let text: String = dlq_ids.iter().map(|id| format!("{id}\n")).collect();
         std::fs::write(path, text).map_err(|e| StressError::Write(path.clone(), e))?;
     }
-    if let Some(b) = bridge {
-        b.shutdown();
+    match bridge {
+        // Its exporter writes the spans out as it stops.
+        Some(b) => b.shutdown(),
+        None => {
+            if let Some(path) = &args.spans_out {
+                write_spans(&tracer, path)?;
+            }
+        }
     }
     let outcome = report(
         args,
@@ -496,6 +542,7 @@ mod tests {
             target: None,
             check: false,
             dlq_out: None,
+            spans_out: None,
             drain: 5.0,
             io_threads: None,
         };

@@ -135,7 +135,10 @@ fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
     std::fs::create_dir_all(&dir).unwrap();
     let run = |seed: &str, file: &str| {
         let path = dir.join(file);
+        let spans_path = dir.join(format!("{file}.spans"));
         let out = stress(&[
+            "--spans-out",
+            spans_path.to_str().unwrap(),
             "--events-per-second",
             "500",
             "--duration",
@@ -170,6 +173,31 @@ fn stress_passes_its_checks_and_the_same_seed_gives_the_same_dlq() {
             .map(|l| l.parse().unwrap())
             .collect();
         assert_eq!(report["dlq_depth"], ids.len() as u64);
+        // Every step is a workflow.step span whose trace the server's spans share.
+        let spans: Vec<serde_json::Value> = std::fs::read_to_string(&spans_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |name: &str| -> std::collections::HashSet<String> {
+            spans
+                .iter()
+                .filter(|s| s["name"] == name)
+                .map(|s| s["trace_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let steps = of("workflow.step");
+        assert_eq!(steps.len(), 1000);
+        assert_eq!(of("event.publish"), steps);
+        assert!(of("ws.write").is_subset(&steps));
+        assert!(!of("ws.write").is_empty() && !of("subscriber.invoke").is_empty());
+        let step = spans.iter().find(|s| s["name"] == "workflow.step").unwrap();
+        assert!(
+            step["attributes"]["persona_id"].as_u64().unwrap() < 8,
+            "{step}"
+        );
+        assert_eq!(step["attributes"]["action_type"], "workflow.step.completed");
+        assert!(step["attributes"]["duration_ms"].as_f64().unwrap() >= 0.0);
         ids
     };
     let a = run("7", "a.txt");
