@@ -183,12 +183,12 @@ impl Bus {
             trace_id,
             (trace::publish_span_id(id), 0),
             start,
-            vec![
+            trace::attrs([
                 ("event_id", Attr::from(id)),
                 ("event_type", Attr::from(event.event_type.as_str())),
                 ("source", Attr::from(event.source.as_str())),
                 ("subscriber_count", Attr::from(subscribers)),
-            ],
+            ]),
         );
     }
 

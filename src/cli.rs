@@ -149,7 +149,7 @@ pub struct ServeArgs {
     pub trace_exporter: crate::trace::TraceExporter,
     /// Spans buffered between recording and export (every 100 ms); when it is full the
     /// oldest give way and are counted (`firehose_spans_dropped_total`).
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 8_192)]
     pub trace_buffer: usize,
     /// Write the bound address to this file once listening (for scripts using --port 0).
     #[arg(long)]

@@ -106,7 +106,7 @@ impl Default for Config {
             dlq_max_bytes: 256 * 1024 * 1024,
             trace_sample: 0.01,
             trace_exporter: crate::trace::TraceExporter::None,
-            trace_buffer: 65_536,
+            trace_buffer: 8_192,
         }
     }
 }

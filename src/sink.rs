@@ -41,7 +41,7 @@ use crate::bus::Bus;
 use crate::dlq::{DeadLetter, DeadLetterQueue, Redeliver};
 use crate::event::{Encoded, Filter};
 use crate::log::Read;
-use crate::trace::{publish_span_id, random_span_id, Attr, SpanName, Tracer};
+use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName, Tracer};
 use crate::wake::{Sleeper, Wake};
 
 /// Longest subscriber name, in bytes.
@@ -570,12 +570,12 @@ fn invoke_span(
         event.trace_id(),
         (random_span_id(), publish_span_id(event.id())),
         started,
-        vec![
+        attrs([
             ("subscriber_id", Attr::from(&*sink.name)),
             ("event_type", Attr::from(event.event_type())),
             ("event_id", Attr::from(event.id())),
-            ("status", Attr::from(status)),
-        ],
+            ("status", Attr::Static(status)),
+        ]),
     );
 }
 

@@ -32,7 +32,7 @@ use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
 use crate::metrics::{DropReason, ThreadCounters};
 use crate::outbox::{Progress, Push};
-use crate::trace::{publish_span_id, random_span_id, Attr, SpanName};
+use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName};
 use crate::ws::frame::CloseCode;
 use crate::ws::message;
 use crate::ws::session::{WsSession, WsStep};
@@ -601,12 +601,12 @@ fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) 
         trace_id,
         (random_span_id(), publish_span_id(p.sampled)),
         start,
-        vec![
+        attrs([
             ("connection_id", Attr::from(connection_id)),
             ("event_id", Attr::from(p.sampled)),
             ("events", Attr::from(p.events)),
             ("bytes", Attr::from(p.bytes)),
-        ],
+        ]),
     );
 }
 

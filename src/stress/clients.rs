@@ -12,7 +12,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::StressError;
 use crate::event::TraceId;
-use crate::trace::{random_span_id, Attr, SpanName, Tracer};
+use crate::trace::{attrs, random_span_id, Attr, SpanName, Tracer};
 
 /// The event type the harness publishes and subscribes to.
 pub const EVENT_TYPE: &str = "workflow.step.completed";
@@ -174,12 +174,12 @@ pub fn publish(
                 trace,
                 (random_span_id(), 0),
                 step,
-                vec![
+                attrs([
                     ("persona_id", Attr::from(persona)),
-                    ("action_type", Attr::from(EVENT_TYPE)),
+                    ("action_type", Attr::Static(EVENT_TYPE)),
                     ("duration_ms", Attr::from(duration_ms)),
                     ("seq", Attr::from(seq)),
-                ],
+                ]),
             );
         }
     }

@@ -163,12 +163,11 @@ impl Sink {
             Self::Console => {
                 for s in spans {
                     let attrs: Vec<String> = s
-                        .attrs
+                        .attributes()
                         .iter()
-                        .map(|(k, v)| match v {
-                            super::Attr::Str(x) => format!("{k}={x}"),
-                            super::Attr::Int(x) => format!("{k}={x}"),
-                            super::Attr::F64(x) => format!("{k}={x:.3}"),
+                        .map(|(k, v)| match v.as_str() {
+                            Some(x) => format!("{k}={x}"),
+                            None => format!("{k}={v}"),
                         })
                         .collect();
                     eprintln!(
@@ -242,7 +241,7 @@ mod tests {
                 crate::event::TraceId(i),
                 (1, 0),
                 std::time::Instant::now(),
-                Vec::new(),
+                Default::default(),
             );
         }
         let mut b = Vec::new();

@@ -60,10 +60,15 @@ impl SpanName {
 }
 
 /// An attribute value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Attr {
-    /// Text.
-    Str(String),
+    /// No attribute (an unused place in [`Attrs`]).
+    #[default]
+    None,
+    /// Text known at compile time.
+    Static(&'static str),
+    /// Text copied in place (see [`Inline`]).
+    Text(Inline),
     /// An integer.
     Int(i64),
     /// A number.
@@ -72,8 +77,83 @@ pub enum Attr {
 
 impl From<&str> for Attr {
     fn from(s: &str) -> Self {
-        Self::Str(s.to_owned())
+        Self::Text(Inline::new(s))
     }
+}
+
+/// A short string stored in place, so a buffered span owns no heap memory (spans that
+/// held allocations made every publish slower once thousands were buffered: measured in
+/// `benches/observability.rs`). Longer text is cut at a character boundary and ends with
+/// `…`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Inline {
+    len: u8,
+    buf: [u8; INLINE_CAP],
+}
+
+const INLINE_CAP: usize = 46;
+
+impl Inline {
+    /// `s`, cut to fit.
+    pub fn new(s: &str) -> Self {
+        let mut out = Self {
+            len: 0,
+            buf: [0; INLINE_CAP],
+        };
+        let (text, cut) = if s.len() <= INLINE_CAP {
+            (s, false)
+        } else {
+            let mut end = INLINE_CAP - '…'.len_utf8();
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            (&s[..end], true)
+        };
+        out.buf[..text.len()].copy_from_slice(text.as_bytes());
+        let mut len = text.len();
+        if cut {
+            len += '…'.encode_utf8(&mut out.buf[len..]).len();
+        }
+        out.len = len as u8;
+        out
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Built from a `&str` cut at a character boundary, plus a whole character.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl Attr {
+    fn to_json(&self) -> Value {
+        match self {
+            Self::None => Value::Null,
+            Self::Static(s) => json!(s),
+            Self::Text(s) => json!(s.as_str()),
+            Self::Int(n) => json!(n),
+            Self::F64(n) => json!(n),
+        }
+    }
+}
+
+/// A span's attributes: up to four, in place (recording allocates nothing).
+pub type Attrs = [(&'static str, Attr); 4];
+
+/// Up to four attributes as [`Attrs`].
+pub fn attrs<const N: usize>(list: [(&'static str, Attr); N]) -> Attrs {
+    const { assert!(N <= 4, "a span has at most four attributes of its own") };
+    let mut out = Attrs::default();
+    for (slot, a) in out.iter_mut().zip(list) {
+        *slot = a;
+    }
+    out
 }
 
 impl From<u64> for Attr {
@@ -104,23 +184,26 @@ pub struct Span {
     /// How long it took.
     pub duration: Duration,
     /// Attributes, in the order recorded.
-    pub attrs: Vec<(&'static str, Attr)>,
+    pub attrs: Attrs,
 }
 
 impl Span {
     /// The span as one JSON object (the JSON exporter's line and `/spans/recent`'s item).
+    /// The attributes that are set, in order.
+    pub fn attributes(&self) -> Vec<(&'static str, Value)> {
+        self.attrs
+            .iter()
+            .filter(|(_, v)| *v != Attr::None)
+            .map(|(k, v)| (*k, v.to_json()))
+            .collect()
+    }
+
+    /// The span as one JSON object (the JSON exporter's line and `/spans/recent`'s item).
     pub fn to_json(&self) -> Value {
         let attrs: Map<String, Value> = self
-            .attrs
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Attr::Str(s) => json!(s),
-                    Attr::Int(n) => json!(n),
-                    Attr::F64(n) => json!(n),
-                };
-                ((*k).to_owned(), v)
-            })
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
             .collect();
         let nanos = u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX);
         json!({
@@ -233,7 +316,7 @@ impl Tracer {
         trace_id: TraceId,
         ids: (u64, u64),
         start: Instant,
-        attrs: Vec<(&'static str, Attr)>,
+        attrs: Attrs,
     ) {
         let (span_id, parent_id) = ids;
         self.push(Span {
@@ -301,7 +384,7 @@ mod tests {
                 TraceId(i),
                 (i as u64, 0),
                 Instant::now(),
-                vec![("events", Attr::from(i as u64))],
+                attrs([("events", Attr::from(i as u64))]),
             );
         }
         let mut out = Vec::new();
@@ -313,6 +396,18 @@ mod tests {
         assert_eq!(j["trace_id"], "00000000000000000000000000000003");
         assert_eq!(j["parent_span_id"], Value::Null);
         assert_eq!(j["attributes"]["events"], 3);
+    }
+
+    #[test]
+    fn inline_text_is_cut_at_a_character_boundary() {
+        assert_eq!(Inline::new("").as_str(), "");
+        assert_eq!(Inline::new("order.placed").as_str(), "order.placed");
+        let exact = "x".repeat(INLINE_CAP);
+        assert_eq!(Inline::new(&exact).as_str(), exact);
+        let long = "é".repeat(40);
+        let cut = Inline::new(&long);
+        assert!(cut.as_str().ends_with('…') && cut.as_str().len() <= INLINE_CAP);
+        assert!(long.starts_with(cut.as_str().trim_end_matches('…')));
     }
 
     #[test]
