@@ -164,10 +164,21 @@ fn an_unusable_exporter_stops_the_start_with_a_clear_error() {
         ..Config::default()
     };
     let err = Builder::default()
-        .config(config)
+        .config(config.clone())
         .start()
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("/nonexistent-dir/spans.jsonl"), "{err}");
+    let otlp = Config {
+        trace_exporter: "otlp:http://127.0.0.1:4318/v1/traces".parse().unwrap(),
+        ..config
+    };
+    let err = Builder::default()
+        .config(otlp)
+        .start()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not available in this build"), "{err}");
 }
