@@ -160,6 +160,11 @@ fn embedded(args: &StressArgs) -> Result<Bridge, StressError> {
     };
     if let Some(path) = &args.spans_out {
         config.trace_exporter = crate::trace::TraceExporter::Json(path.clone());
+        // Every trace is sampled: room for a whole run's spans (a step, a publish, a
+        // subscriber call and a write per client, per event) so a busy machine that
+        // starves the exporter loses none, within about 85 MB.
+        let total = (args.events_per_second * args.duration) as usize;
+        config.trace_buffer = total.saturating_mul(args.clients + 3).clamp(8_192, 262_144);
     }
     if let Some(n) = args.io_threads {
         config.io_threads = n;
@@ -349,6 +354,12 @@ pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
     if let Some(path) = &args.dlq_out {
         let text: String = dlq_ids.iter().map(|id| format!("{id}\n")).collect();
         std::fs::write(path, text).map_err(|e| StressError::Write(path.clone(), e))?;
+    }
+    if tracer.dropped() > 0 {
+        eprintln!(
+            "stress: {} spans were overwritten before export (raise the span buffer or lower the rate)",
+            tracer.dropped()
+        );
     }
     match bridge {
         // Its exporter writes the spans out as it stops.
