@@ -120,8 +120,8 @@ impl Engine {
                 "dropped_by_lane": s.dropped_by_lane,
                 "dropped_by_reason": s.dropped_by_reason, "evicted": s.evicted,
                 "bytes_out": s.bytes_out,
-                "http_responses": self.http.snapshot().iter()
-                    .map(|(c, n)| (c.map_or_else(|| "other".to_string(), |c| c.to_string()), *n))
+                "http_responses": self.http.snapshot()
+                    .into_iter()
                     .collect::<std::collections::BTreeMap<_, _>>(),
                 "ws_connected_clients": s.ws_connected_clients, "connections": s.connections,
                 "dlq_size": self.bus.dlq().depth(),

@@ -144,8 +144,22 @@ pub struct Progress {
     pub first_t: u32,
     /// The id of the first event written whose trace is sampled (0 = none).
     pub sampled: u64,
-    /// Bytes written (filled in by the connection; the outbox does not see them).
+    /// Bytes written, frames of every kind.
     pub bytes: u64,
+}
+
+impl Progress {
+    /// Adds a later write's progress to this one (the first tick and sampled id stay).
+    pub fn add(&mut self, later: Progress) {
+        self.events += later.events;
+        self.bytes += later.bytes;
+        if self.first_t == 0 {
+            self.first_t = later.first_t;
+        }
+        if self.sampled == 0 {
+            self.sampled = later.sampled;
+        }
+    }
 }
 
 /// Pending output of one connection.
@@ -536,7 +550,10 @@ impl Outbox {
 
     /// Records that the first `written` bytes of what [`gather`](Self::gather) offered went out.
     pub fn advance(&mut self, mut written: usize) -> Progress {
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            bytes: written as u64,
+            ..Progress::default()
+        };
         if let Some((frame, offset, id, t)) = self.partial.take() {
             let rest = frame.len() - offset;
             if written < rest {

@@ -117,15 +117,7 @@ impl Connection {
                 Ok(0) => return Err(FlushError::Gone),
                 Ok(written) => {
                     wrote = true;
-                    let p = self.outbox.advance(written);
-                    total.events += p.events;
-                    total.bytes += written as u64;
-                    if total.first_t == 0 {
-                        total.first_t = p.first_t;
-                    }
-                    if total.sampled == 0 {
-                        total.sampled = p.sampled;
-                    }
+                    total.add(self.outbox.advance(written));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

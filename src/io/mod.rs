@@ -77,7 +77,7 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
         let weak = Arc::downgrade(&engine);
         engine.bus.set_ws_subscriber_count(move || {
             weak.upgrade()
-                .map_or(0, |e| e.snapshot().ws_connected_clients)
+                .map_or(0, |e| e.counters.ws_connected_clients())
         });
     }
     let cores = if pin {

@@ -94,13 +94,15 @@ impl HttpCounters {
         self.by_status[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(status, count)` for every status seen so far; `None` is "other".
-    pub fn snapshot(&self) -> Vec<(Option<u16>, u64)> {
+    /// `(code, count)` for every status seen so far; the code is `"other"` for codes
+    /// outside the list.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
         self.by_status
             .iter()
             .enumerate()
-            .map(|(i, c)| (HTTP_STATUSES.get(i).copied(), c.load(Ordering::Relaxed)))
+            .map(|(i, c)| (HTTP_STATUSES.get(i), c.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
+            .map(|(code, n)| (code.map_or_else(|| "other".into(), u16::to_string), n))
             .collect()
     }
 }
@@ -185,13 +187,22 @@ impl Counters {
         &self.threads[i]
     }
 
+    /// Open WebSocket subscribers, all threads.
+    pub fn ws_connected_clients(&self) -> u64 {
+        let n: i64 = self
+            .threads
+            .iter()
+            .map(|t| t.ws_clients.load(Ordering::Relaxed))
+            .sum();
+        n.max(0) as u64
+    }
+
     /// Sums every thread. `published` comes from the log, which numbers every event.
     pub fn snapshot(&self, published: u64) -> Snapshot {
         let mut s = Snapshot {
             published,
             ..Snapshot::default()
         };
-        let mut ws = 0i64;
         let mut conns = 0i64;
         for t in self.threads.iter() {
             s.delivered += t.delivered.load(Ordering::Relaxed);
@@ -209,10 +220,9 @@ impl Counters {
             s.dropped_by_reason.retention += reason(DropReason::Retention as usize);
             s.dropped_by_reason.closed += reason(DropReason::Closed as usize);
             s.bytes_out += t.bytes_out.load(Ordering::Relaxed);
-            ws += t.ws_clients.load(Ordering::Relaxed);
             conns += t.connections.load(Ordering::Relaxed);
         }
-        s.ws_connected_clients = ws.max(0) as u64;
+        s.ws_connected_clients = self.ws_connected_clients();
         s.connections = conns.max(0) as u64;
         s
     }

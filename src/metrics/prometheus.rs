@@ -27,8 +27,8 @@ pub struct Report<'a> {
     pub latency: &'a hdrhistogram::Histogram<u64>,
     /// Seconds since start.
     pub uptime_s: f64,
-    /// HTTP responses by status (`None` = other).
-    pub http: &'a [(Option<u16>, u64)],
+    /// HTTP responses by status code (or `other`).
+    pub http: &'a [(String, u64)],
     /// Spans recorded, and overwritten before export.
     pub spans: (u64, u64),
 }
@@ -156,9 +156,8 @@ pub fn render(r: &Report<'_>) -> String {
         "counter",
         "HTTP responses by status code (101 = WebSocket upgrade).",
     );
-    for (status, n) in r.http {
-        let code = status.map_or_else(|| "other".to_string(), |s| s.to_string());
-        o.sample("http_responses_total", &[("code", &code)], *n as f64);
+    for (code, n) in r.http {
+        o.sample("http_responses_total", &[("code", code)], *n as f64);
     }
     o.one(
         "ws_connected_clients",
@@ -319,7 +318,7 @@ mod tests {
             subscribers_lost: 0,
             latency: &crate::metrics::latency::new_histogram(),
             uptime_s: 1.5,
-            http: &[(Some(200), 3), (None, 1)],
+            http: &[("200".into(), 3), ("other".into(), 1)],
             spans: (5, 1),
         });
         let families: Vec<&str> = text

@@ -114,6 +114,13 @@ pub struct Outcome {
     pub failed_checks: Vec<String>,
 }
 
+impl StressArgs {
+    /// How many events the run publishes.
+    pub fn total_events(&self) -> u64 {
+        (self.events_per_second * self.duration).round() as u64
+    }
+}
+
 fn check_flags(a: &StressArgs) -> Result<(), StressError> {
     let bad = |m: &str| Err(StressError::Flag(m.to_owned()));
     if !(a.events_per_second > 0.0 && a.events_per_second <= 1_000_000.0) {
@@ -163,8 +170,9 @@ fn embedded(args: &StressArgs) -> Result<Bridge, StressError> {
         // Every trace is sampled: room for a whole run's spans (a step, a publish, a
         // subscriber call and a write per client, per event) so a busy machine that
         // starves the exporter loses none, within about 85 MB.
-        let total = (args.events_per_second * args.duration) as usize;
-        config.trace_buffer = total.saturating_mul(args.clients + 3).clamp(8_192, 262_144);
+        config.trace_buffer = (args.total_events() as usize)
+            .saturating_mul(args.clients + 3)
+            .clamp(8_192, 262_144);
     }
     if let Some(n) = args.io_threads {
         config.io_threads = n;
@@ -237,7 +245,7 @@ pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
         (None, Some(t)) => parse_target(t)?,
         (None, None) => unreachable!("one of the two is set"),
     };
-    let total = (args.events_per_second * args.duration).round() as u64;
+    let total = args.total_events();
     eprintln!(
         "stress: {} against {addr}: {total} events at {} ev/s, {} clients, failing ratio {} (seed {})",
         if bridge.is_some() { "embedded server" } else { "running server" },

@@ -238,10 +238,9 @@ fn mix(mut z: u64) -> u64 {
 
 /// The sampler and the span buffer. One per engine; shared by every thread.
 pub struct Tracer {
-    /// A trace is sampled when the hash of its id is at most this (0 with `sample == 0`
-    /// means none: see `sample_all`/`sample_none`).
+    /// A trace is sampled when the hash of its id is below this; 0 samples nothing and
+    /// `u64::MAX` everything (so a probability under 2^-64 samples nothing).
     threshold: u64,
-    sample_none: bool,
     queue: ArrayQueue<Span>,
     recorded: AtomicU64,
     dropped: AtomicU64,
@@ -252,7 +251,7 @@ pub struct Tracer {
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracer")
-            .field("sampling", &!self.sample_none)
+            .field("threshold", &self.threshold)
             .field("buffered", &self.queue.len())
             .finish()
     }
@@ -276,7 +275,6 @@ impl Tracer {
             } else {
                 (sample * u64::MAX as f64) as u64
             },
-            sample_none: sample == 0.0,
             queue: ArrayQueue::new(capacity.max(1)),
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -292,9 +290,7 @@ impl Tracer {
     /// Whether spans of `trace` are recorded.
     #[inline]
     pub fn sampled(&self, trace: TraceId) -> bool {
-        !self.sample_none
-            && (self.threshold == u64::MAX
-                || mix((trace.0 >> 64) as u64 ^ trace.0 as u64) <= self.threshold)
+        self.threshold == u64::MAX || mix((trace.0 >> 64) as u64 ^ trace.0 as u64) < self.threshold
     }
 
     /// `t` as Unix nanoseconds.
