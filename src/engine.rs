@@ -34,6 +34,8 @@ pub struct Engine {
     pub http: HttpCounters,
     /// The newest exported spans (`GET /spans/recent`).
     pub spans: crate::trace::Recent,
+    /// The I/O threads' connection reports (`GET /connections`).
+    pub census: crate::census::Census,
     started: Instant,
     open_connections: AtomicUsize,
     next_connection_id: AtomicU64,
@@ -44,6 +46,7 @@ impl Engine {
     /// Engine state for `config`, publishing through `bus`.
     pub fn new(config: Config, bus: Bus) -> Self {
         let counters = Counters::new(config.io_threads);
+        let census = crate::census::Census::new(config.io_threads);
         Self {
             config,
             bus,
@@ -51,6 +54,7 @@ impl Engine {
             stats: Stats::default(),
             http: HttpCounters::default(),
             spans: crate::trace::Recent::default(),
+            census,
             started: Instant::now(),
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),

@@ -32,6 +32,8 @@
 //! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
 //! * `io` — sockets and mio: listeners, connections, the event loop (private).
 //! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
+//! * [`census`] — how `GET /connections` gathers each I/O thread's connections on request.
+//! * [`trace`] — spans: per-trace sampling, the bounded span buffer, the exporter thread.
 //! * [`sink`] — in-process subscribers: a worker each, bounded backlog, invoke timeout.
 //! * [`dlq`] on [`seglog`] — the dead-letter queue, a lock-free segmented log, and its
 //!   HTTP endpoints ([`http::dlq`]).
@@ -54,6 +56,7 @@
 
 pub mod bench;
 pub mod bus;
+pub mod census;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -35,6 +35,31 @@ pub const BACKLOG_NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 /// Queues larger than this are shrunk back when they drain.
 const SHRINK_ABOVE: usize = 64;
 const LANES: usize = 4;
+/// How many of the last written event ids a connection remembers (`GET /connections/{id}/recent`).
+pub const RECENT_IDS: usize = 10;
+
+/// The ids of the last [`RECENT_IDS`] events written, a ring. Boxed and made on the first
+/// write, so a connection that never gets an event pays one pointer.
+#[derive(Debug, Default)]
+struct RecentIds {
+    ids: [u64; RECENT_IDS],
+    /// Where the next id goes.
+    next: usize,
+}
+
+impl RecentIds {
+    fn push(&mut self, id: u64) {
+        self.ids[self.next] = id;
+        self.next = (self.next + 1) % RECENT_IDS;
+    }
+
+    /// Newest first.
+    fn newest_first(&self) -> impl Iterator<Item = u64> + '_ {
+        (1..=RECENT_IDS)
+            .map(|back| self.ids[(self.next + RECENT_IDS - back) % RECENT_IDS])
+            .filter(|&id| id != 0)
+    }
+}
 
 /// A queued frame in an event lane: 40 bytes, as this is the hottest structure.
 #[derive(Clone, Debug)]
@@ -183,6 +208,10 @@ pub struct Outbox {
     /// (priority policy only; events of unknown priority are not attributed).
     lost_by_lane: [u64; LANES],
     last_delivered: u64,
+    /// Events written, and events lost, since the connection opened.
+    delivered: u64,
+    dropped: u64,
+    recent: Option<Box<RecentIds>>,
     closing: bool,
     /// Above the high-water mark (half full); cleared at a quarter (hysteresis).
     backpressure: bool,
@@ -212,6 +241,9 @@ impl Outbox {
             open_episodes: 0,
             lost_by_lane: [0; LANES],
             last_delivered: 0,
+            delivered: 0,
+            dropped: 0,
+            recent: None,
             closing: false,
             backpressure: false,
             backlog_sent_at: None,
@@ -284,6 +316,7 @@ impl Outbox {
         if Episode::add(&mut self.episodes[lane], first, last, name) {
             self.open_episodes += 1;
         }
+        self.dropped += last - first + 1;
         if name.is_some() {
             self.lost_by_lane[lane] += last - first + 1;
         }
@@ -502,6 +535,29 @@ impl Outbox {
         }
     }
 
+    /// Events completely written since the connection opened.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Events lost since the connection opened (queue full, or not routed in time); not
+    /// those discarded at close.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Bytes of the queued events.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// The ids of the last [`RECENT_IDS`] events completely written, newest first.
+    pub fn recent(&self) -> Vec<u64> {
+        self.recent
+            .as_deref()
+            .map_or_else(Vec::new, |r| r.newest_first().collect())
+    }
+
     /// The current overflow episodes, if events are being lost.
     pub fn overflow(&self) -> impl Iterator<Item = Episode> + '_ {
         self.episodes.iter().flatten().copied()
@@ -600,6 +656,8 @@ impl Outbox {
         if id != 0 {
             progress.events += 1;
             self.last_delivered = id;
+            self.delivered += 1;
+            self.recent.get_or_insert_with(Box::default).push(id);
             if progress.first_t == 0 {
                 progress.first_t = t.tick;
             }
@@ -650,6 +708,30 @@ mod tests {
 
     fn outbox(capacity: usize, policy: Policy) -> Outbox {
         Outbox::new(capacity, usize::MAX, policy, notice)
+    }
+
+    #[test]
+    fn counts_and_remembers_what_it_wrote() {
+        let mut o = outbox(3, Policy::DropNewest);
+        assert!(o.recent().is_empty());
+        for id in 1..=5 {
+            o.push_event(ev(id), id, Priority::Bulk);
+        }
+        assert_eq!((o.dropped(), o.queued_bytes()), (2, 9));
+        drain(&mut o, 3);
+        assert_eq!(o.delivered(), 3);
+        assert_eq!(o.recent(), [3, 2, 1]);
+        for id in 6..=20 {
+            o.push_event(ev(id), id, Priority::Bulk);
+            drain(&mut o, 100);
+        }
+        assert_eq!(o.delivered(), 18);
+        assert_eq!(
+            o.recent(),
+            (11..=20).rev().collect::<Vec<_>>(),
+            "the last 10"
+        );
+        assert_eq!(o.dropped(), 2);
     }
 
     #[test]

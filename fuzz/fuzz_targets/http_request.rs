@@ -1,5 +1,5 @@
-//! HTTP request heads, query strings (and the DLQ's `limit`) and the WebSocket handshake
-//! check: never panic,
+//! HTTP request heads, query strings (the DLQ's `limit`, `/spans/recent`, `/connections`),
+//! the `/connections/{id}/recent` path and the WebSocket handshake check: never panic,
 //! never claim more bytes than given, and a parsed head re-parses to the same request.
 #![no_main]
 use firehose::http::{dlq, query};
@@ -17,6 +17,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = pair;
         }
         let _ = firehose::http::spans::parse_query(&req.query);
+        let _ = firehose::http::connections::parse_list(&req.query);
+        if let Some(Ok(id)) = firehose::http::connections::parse_recent_path(&req.path) {
+            assert!(id > 0);
+        }
         if let Ok(limit) = dlq::parse_limit(&req.query) {
             assert!((1..=dlq::MAX_LIMIT).contains(&limit));
         }

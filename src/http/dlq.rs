@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::query;
 use super::response::Response;
 use crate::dlq::{DeadLetter, DeadLetterQueue, Summary};
+use crate::event::Encoded;
 
 /// Entries `GET /dlq/entries` returns when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -41,16 +42,19 @@ pub fn summary(dlq: &DeadLetterQueue) -> Response {
     Response::json(200, &body)
 }
 
-fn entry_json(l: &DeadLetter) -> Value {
-    let json = l.event.json();
-    // The log's encoding is always one valid JSON object.
-    let event: Value = std::str::from_utf8(&json)
+/// An encoded event's JSON as a value (the encoding is always one valid JSON object).
+pub fn event_json(ev: &Encoded) -> Value {
+    let json = ev.json();
+    std::str::from_utf8(&json)
         .ok()
         .and_then(|s| serde_json::from_str::<&RawValue>(s).ok())
-        .map_or(Value::Null, |raw| json!(raw));
+        .map_or(Value::Null, |raw| json!(raw))
+}
+
+fn entry_json(l: &DeadLetter) -> Value {
     json!({
         "entry_id": l.entry_id,
-        "event": event,
+        "event": event_json(&l.event),
         "error_message": l.error,
         "timestamp": rfc3339(l.timestamp),
         "retry_count": l.retry_count,
@@ -60,14 +64,7 @@ fn entry_json(l: &DeadLetter) -> Value {
 
 /// Parses `limit` from a query string: a whole number from 1 to [`MAX_LIMIT`].
 pub fn parse_limit(q: &str) -> Result<usize, String> {
-    let mut limit = DEFAULT_LIMIT;
-    for pair in query::pairs(q) {
-        let (k, v) = pair.map_err(|e| e.to_string())?;
-        if k == "limit" {
-            limit = query::limit(&v, MAX_LIMIT)?;
-        }
-    }
-    Ok(limit)
+    query::limit_param(q, DEFAULT_LIMIT, MAX_LIMIT)
 }
 
 /// `GET /dlq/entries?limit=N`: the newest entries, newest first.

@@ -1,8 +1,9 @@
 //! HTTP/1.1 without sockets: request heads ([`request`]), query strings ([`query`]),
 //! responses ([`response`]), routing ([`routes`]), the dead-letter queue's endpoints
-//! ([`dlq`]), recent spans ([`spans`]) and the per-connection state machine ([`session`]) that the I/O layer feeds
+//! ([`dlq`]), recent spans ([`spans`]), the connection list ([`connections`]) and the per-connection state machine ([`session`]) that the I/O layer feeds
 //! with bytes and time.
 
+pub mod connections;
 pub mod dlq;
 pub mod query;
 pub mod request;

@@ -53,6 +53,19 @@ pub fn limit(v: &str, max: usize) -> Result<usize, String> {
     }
 }
 
+/// The `limit` parameter of query string `q` (`default` when absent); other parameters are
+/// ignored.
+pub fn limit_param(q: &str, default: usize, max: usize) -> Result<usize, String> {
+    let mut out = default;
+    for pair in pairs(q) {
+        let (k, v) = pair.map_err(|e| e.to_string())?;
+        if k == "limit" {
+            out = limit(&v, max)?;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use super::connections::{self, Ask};
 use super::request::Request;
 use super::response::Response;
 use super::{dlq, spans};
@@ -18,9 +19,12 @@ pub enum Routed {
     Respond(Response),
     /// Switch the connection to WebSocket.
     Upgrade(Upgrade),
+    /// The answer needs every I/O thread's census report: the I/O layer gathers them and
+    /// answers with [`connections::answer`].
+    Ask(Ask),
 }
 
-const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T";
+const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T, GET /connections?limit=N&state=S, GET /connections/{id}/recent";
 
 /// Routes `req` with its complete `body`.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
@@ -76,14 +80,28 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             &req.query,
         )),
         ("/spans/recent", _) => allow("GET"),
-        (path, _) => Routed::Respond(Response::error(
-            404,
-            &format!(
-                "no route for {}; this server serves {ROUTES}",
-                path.chars().take(128).collect::<String>()
-            ),
-        )),
+        ("/connections", "GET") => match connections::parse_list(&req.query) {
+            Ok(ask) => Routed::Ask(ask),
+            Err(e) => Routed::Respond(Response::error(400, &e)),
+        },
+        ("/connections", _) => allow("GET"),
+        (path, method) => match connections::parse_recent_path(path) {
+            Some(_) if method != "GET" => allow("GET"),
+            Some(Ok(id)) => Routed::Ask(Ask::Recent { id }),
+            Some(Err(e)) => Routed::Respond(Response::error(404, &e)),
+            None => not_found(path),
+        },
     }
+}
+
+fn not_found(path: &str) -> Routed {
+    Routed::Respond(Response::error(
+        404,
+        &format!(
+            "no route for {}; this server serves {ROUTES}",
+            path.chars().take(128).collect::<String>()
+        ),
+    ))
 }
 
 fn publish(req: &Request, body: &[u8], engine: &Engine) -> Response {

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use super::connections::Ask;
 use super::request::{parse_head, Limits, Request};
 use super::response::Response;
 use super::routes::{route, Routed};
@@ -28,6 +29,9 @@ pub enum HttpStep {
         /// Input after the request head.
         leftover: Vec<u8>,
     },
+    /// The request needs every I/O thread's census report: gather them and call
+    /// [`HttpSession::answer`]. Until then later requests wait, unparsed.
+    Ask(Ask),
 }
 
 /// One connection's HTTP state.
@@ -38,6 +42,9 @@ pub struct HttpSession {
     pending: Option<Request>,
     /// When the current request must be complete.
     deadline: Instant,
+    /// A request waits for its answer ([`HttpStep::Ask`]): whether to keep the connection
+    /// open after it.
+    waiting: Option<bool>,
 }
 
 impl HttpSession {
@@ -47,6 +54,7 @@ impl HttpSession {
             inbuf: Vec::new(),
             pending: None,
             deadline: now + engine.config.handshake_timeout,
+            waiting: None,
         }
     }
 
@@ -63,6 +71,13 @@ impl HttpSession {
             max_header_bytes: engine.config.max_header_bytes,
             max_body_bytes: engine.config.max_body_bytes,
         };
+        if self.waiting.is_some() {
+            // Pipelined behind a pending answer: keep, within one request's bounds.
+            if self.inbuf.len() > limits.max_header_bytes + limits.max_body_bytes {
+                return self.overloaded(engine, out);
+            }
+            return HttpStep::Continue;
+        }
         loop {
             let req = match self.pending.take() {
                 Some(req) => req,
@@ -102,15 +117,13 @@ impl HttpSession {
                     };
                 }
                 Routed::Respond(resp) => {
-                    if !req.keep_alive {
-                        engine.http.count(resp.status);
-                        out.push_final([resp.encode(false)]);
-                        return HttpStep::Close;
+                    if let Some(step) = self.respond(&resp, req.keep_alive, engine, out) {
+                        return step;
                     }
-                    if out.push_control(resp.encode(true)).is_err() {
-                        return self.overloaded(engine, out);
-                    }
-                    engine.http.count(resp.status);
+                }
+                Routed::Ask(ask) => {
+                    self.waiting = Some(req.keep_alive);
+                    return HttpStep::Ask(ask);
                 }
             }
         }
@@ -118,6 +131,50 @@ impl HttpSession {
             self.inbuf = Vec::new();
         }
         HttpStep::Continue
+    }
+
+    /// Queues `resp`; `Some` if the connection must close after it.
+    fn respond(
+        &mut self,
+        resp: &Response,
+        keep_alive: bool,
+        engine: &Engine,
+        out: &mut Outbox,
+    ) -> Option<HttpStep> {
+        if !keep_alive {
+            engine.http.count(resp.status);
+            out.push_final([resp.encode(false)]);
+            return Some(HttpStep::Close);
+        }
+        if out.push_control(resp.encode(true)).is_err() {
+            return Some(self.overloaded(engine, out));
+        }
+        engine.http.count(resp.status);
+        None
+    }
+
+    /// Whether a request waits for the answer [`HttpStep::Ask`] asked for.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Sends the answer to the request that returned [`HttpStep::Ask`], then goes on with
+    /// the requests pipelined behind it.
+    pub fn answer(
+        &mut self,
+        resp: &Response,
+        now: Instant,
+        engine: &Engine,
+        out: &mut Outbox,
+    ) -> HttpStep {
+        let Some(keep_alive) = self.waiting.take() else {
+            return HttpStep::Continue;
+        };
+        self.deadline = now + engine.config.handshake_timeout;
+        match self.respond(resp, keep_alive, engine, out) {
+            Some(step) => step,
+            None => self.on_input(&[], now, engine, out),
+        }
     }
 
     /// A client pipelining requests without reading the answers.
@@ -130,7 +187,7 @@ impl HttpSession {
 
     /// Checks the request deadline.
     pub fn on_tick(&mut self, now: Instant, engine: &Engine, out: &mut Outbox) -> HttpStep {
-        if now < self.deadline {
+        if now < self.deadline || self.waiting.is_some() {
             return HttpStep::Continue;
         }
         if !self.inbuf.is_empty() || self.pending.is_some() {

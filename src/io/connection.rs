@@ -50,6 +50,8 @@ pub struct Connection {
     pub(crate) stalled_since: Option<Instant>,
     /// Consecutive failed writes (errors other than "would block").
     pub(crate) failed_writes: u32,
+    /// When bytes were last written to it.
+    pub(crate) last_write: Option<Instant>,
 }
 
 /// Why [`Connection::flush`] stopped.
@@ -98,6 +100,7 @@ impl Connection {
             linger: true,
             stalled_since: None,
             failed_writes: 0,
+            last_write: None,
         }
     }
 

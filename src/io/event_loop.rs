@@ -25,8 +25,10 @@ use slab::Slab;
 
 use super::connection::{Connection, FlushError, Phase};
 use super::router::Router;
+use crate::census::{self, ConnInfo, ConnState, Report, Transport};
 use crate::engine::Engine;
 use crate::event::Encoded;
+use crate::http::connections::{self, Ask};
 use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
@@ -50,6 +52,16 @@ const READ_BUDGET: usize = 16;
 const READ_BUF: usize = 64 * 1024;
 /// How long shutdown waits for close frames to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+/// How often a thread with an answer waiting looks for the other threads' census reports.
+const ASK_POLL: Duration = Duration::from_millis(1);
+
+/// A request on this thread waiting for every thread's census report.
+struct PendingAsk {
+    key: usize,
+    ask: Ask,
+    generation: u64,
+    deadline: Instant,
+}
 
 /// One I/O thread's state.
 pub struct EventLoop {
@@ -76,6 +88,9 @@ pub struct EventLoop {
     /// published for the metrics readers every tick it changed.
     latency: Histogram<u64>,
     latency_published: u64,
+    /// The newest census generation this thread reported for.
+    census_reported: u64,
+    asks: Vec<PendingAsk>,
 }
 
 impl EventLoop {
@@ -107,6 +122,8 @@ impl EventLoop {
             lost_logged_at: None,
             latency: crate::metrics::latency::new_histogram(),
             latency_published: 0,
+            census_reported: 0,
+            asks: Vec::new(),
         })
     }
 
@@ -115,6 +132,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         loop {
+            self.census();
             let more = self.route();
             self.flush_dirty();
             if self.engine.is_shutting_down() {
@@ -129,7 +147,12 @@ impl EventLoop {
                     sleeper.flag.announce_busy();
                     continue;
                 }
-                Some(next_tick.saturating_duration_since(Instant::now()))
+                let to_tick = next_tick.saturating_duration_since(Instant::now());
+                Some(if self.asks.is_empty() {
+                    to_tick
+                } else {
+                    to_tick.min(ASK_POLL)
+                })
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -273,6 +296,9 @@ impl EventLoop {
         let now = Instant::now();
         match conn.flush(now) {
             Ok(p) => {
+                if p.bytes > 0 {
+                    conn.last_write = Some(now);
+                }
                 ThreadCounters::add(&counters.delivered, p.events);
                 ThreadCounters::add(&counters.bytes_out, p.bytes);
                 if p.sampled != 0 {
@@ -389,34 +415,135 @@ impl EventLoop {
             };
             match http_step {
                 None => self.feed_ws(key, data, now),
-                Some(HttpStep::Continue) => {}
-                Some(HttpStep::Close) => conn.finish_by = Some(now + engine.config.close_timeout),
-                Some(HttpStep::Upgrade { upgrade, leftover }) => {
-                    // Events after `cursor - 1` are routed to it from now on: say so first.
-                    let last_id = self.cursor - 1;
-                    let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
-                    conn.outbox.set_policy(upgrade.overflow);
-                    let _ = conn
-                        .outbox
-                        .push_control(ws.welcome(last_id, upgrade.overflow));
-                    self.router.add(key, ws.filter());
-                    conn.routed = true;
-                    conn.last_routed = last_id;
-                    conn.phase = Phase::Ws(ws);
-                    conn.linger = false;
-                    engine
-                        .counters
-                        .thread(self.index)
-                        .ws_clients
-                        .fetch_add(1, Ordering::Relaxed);
-                    if !leftover.is_empty() {
-                        self.feed_ws(key, &leftover, now);
-                    }
-                }
+                Some(step) => self.after_http(key, step, now),
             }
             self.mark_dirty(key);
         }
         self.read_again.push(key);
+    }
+
+    /// Applies what an HTTP session asked for: closing, the WebSocket upgrade, a census.
+    fn after_http(&mut self, key: usize, step: HttpStep, now: Instant) {
+        let engine = Arc::clone(&self.engine);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match step {
+            HttpStep::Continue => {}
+            HttpStep::Close => conn.finish_by = Some(now + engine.config.close_timeout),
+            HttpStep::Upgrade { upgrade, leftover } => {
+                // Events after `cursor - 1` are routed to it from now on: say so first.
+                let last_id = self.cursor - 1;
+                let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
+                conn.outbox.set_policy(upgrade.overflow);
+                let _ = conn
+                    .outbox
+                    .push_control(ws.welcome(last_id, upgrade.overflow));
+                self.router.add(key, ws.filter());
+                conn.routed = true;
+                conn.last_routed = last_id;
+                conn.phase = Phase::Ws(ws);
+                conn.linger = false;
+                engine
+                    .counters
+                    .thread(self.index)
+                    .ws_clients
+                    .fetch_add(1, Ordering::Relaxed);
+                if !leftover.is_empty() {
+                    self.feed_ws(key, &leftover, now);
+                }
+            }
+            HttpStep::Ask(ask) => {
+                let generation = engine.census.request();
+                for i in (0..engine.config.io_threads).filter(|&i| i != self.index) {
+                    engine.bus.sleeper(i).wake_now();
+                }
+                self.asks.push(PendingAsk {
+                    key,
+                    ask,
+                    generation,
+                    deadline: now + census::WAIT,
+                });
+            }
+        }
+    }
+
+    /// Reports this thread's connections if a census asked, and answers this thread's
+    /// waiting requests whose reports are all in (or whose wait is over).
+    fn census(&mut self) {
+        if let Some(generation) = self.engine.census.wanted(self.census_reported) {
+            self.census_reported = generation;
+            let report = self.census_report(generation);
+            self.engine.census.publish(report);
+        }
+        if self.asks.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for pending in std::mem::take(&mut self.asks) {
+            let (reports, partial) = match self.engine.census.collect(pending.generation) {
+                Some(all) => (all, false),
+                None if now >= pending.deadline => (self.engine.census.latest(), true),
+                None => {
+                    self.asks.push(pending);
+                    continue;
+                }
+            };
+            let resp = connections::answer(pending.ask, &reports, partial, self.engine.bus.log());
+            let engine = Arc::clone(&self.engine);
+            let Some(conn) = self.conns.get_mut(pending.key) else {
+                continue;
+            };
+            let Phase::Http(http) = &mut conn.phase else {
+                continue;
+            };
+            let step = http.answer(&resp, now, &engine, &mut conn.outbox);
+            self.after_http(pending.key, step, now);
+            self.mark_dirty(pending.key);
+        }
+    }
+
+    /// This thread's subscriber connections, for the census.
+    fn census_report(&self, generation: u64) -> Report {
+        let now = Instant::now();
+        let mut report = Report {
+            generation,
+            thread: self.index,
+            ..Report::default()
+        };
+        for (_, conn) in &self.conns {
+            let Phase::Ws(ws) = &conn.phase else {
+                report.http_connections += 1;
+                continue;
+            };
+            let state = if conn.finish_by.is_some() || !ws.is_open() {
+                ConnState::Closing
+            } else if conn.outbox.is_backpressured() || conn.stalled_since.is_some() {
+                ConnState::Backpressure
+            } else {
+                ConnState::Ok
+            };
+            report.conns.push(ConnInfo {
+                id: ws.id(),
+                remote: conn.stream.peer_addr().ok(),
+                transport: Transport::WebSocket,
+                filters: ws
+                    .filter()
+                    .patterns()
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+                policy: conn.outbox.policy(),
+                queue_depth: conn.outbox.queued_events(),
+                queued_bytes: conn.outbox.queued_bytes(),
+                delivered: conn.outbox.delivered(),
+                dropped: conn.outbox.dropped(),
+                last_message_age: conn.last_write.map(|t| now.saturating_duration_since(t)),
+                state,
+                recent: conn.outbox.recent(),
+            });
+        }
+        report
     }
 
     fn feed_ws(&mut self, key: usize, data: &[u8], now: Instant) {
@@ -548,6 +675,7 @@ impl EventLoop {
         self.engine.close_connection();
         self.dirty.retain(|k| *k != key);
         self.read_again.retain(|k| *k != key);
+        self.asks.retain(|a| a.key != key);
     }
 
     /// Closes every connection (WebSocket: 1001), drains briefly, and stops.

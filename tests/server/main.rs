@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod connections;
 mod delivery;
 mod dlq;
 mod hygiene;

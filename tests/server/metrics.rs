@@ -4,7 +4,7 @@
 //! that fails everything into the DLQ.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -12,24 +12,8 @@ use std::time::Duration;
 
 use firehose::Event;
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 
 use crate::support::*;
-
-/// A subscriber whose socket takes only a few KB before the server must queue.
-fn small_window_subscriber(addr: SocketAddr) -> Ws {
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&addr.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let url = format!("ws://{addr}/ws/events");
-    let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
-    assert_eq!(next_json(&mut ws)["op"], "welcome");
-    ws
-}
 
 fn scrape(addr: SocketAddr) -> prometheus_parse::Scrape {
     let (status, head, body) = http_raw(
@@ -67,7 +51,7 @@ fn metrics_and_stats_agree_with_what_clients_received() {
     let bridge = server(|c| c.queue_capacity = 10);
     let addr = bridge.local_addr();
     refusing_subscriber(bridge.bus(), "nope");
-    let mut stalled = small_window_subscriber(addr);
+    let (mut stalled, _) = small_window_subscriber(addr, "");
     let (mut healthy, _) = subscribe(addr, "");
     let progress = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&progress);

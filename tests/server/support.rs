@@ -41,6 +41,23 @@ pub fn subscribe(addr: SocketAddr, query: &str) -> (Ws, Value) {
     (ws, welcome)
 }
 
+/// A subscriber (with `query`) whose socket takes only a few KB before the server must
+/// queue; returned with its welcome notice.
+pub fn small_window_subscriber(addr: SocketAddr, query: &str) -> (Ws, Value) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let url = format!("ws://{addr}/ws/events{query}");
+    let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
+    let welcome = next_json(&mut ws);
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (ws, welcome)
+}
+
 /// The next text message as JSON (pings are answered by tungstenite and skipped).
 pub fn next_json(ws: &mut Ws) -> Value {
     loop {
