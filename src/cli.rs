@@ -142,8 +142,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0.01)]
     pub trace_sample: f64,
     /// Where sampled spans go besides GET /spans/recent: `none`, `console` (one line per
-    /// span on stderr) or `json:PATH` (one JSON object per line, appended). `otlp:URL`
-    /// is parsed but refused at start: the OTLP exporter is not written yet.
+    /// span on stderr), `json:PATH` (one JSON object per line, appended) or `otlp:URL`
+    /// (OTLP/HTTP protobuf, e.g. otlp:http://127.0.0.1:4318/v1/traces; plain http only;
+    /// needs a build with `--features otlp`).
     #[arg(long, default_value = "none")]
     pub trace_exporter: crate::trace::TraceExporter,
     /// Spans buffered between recording and export (every 100 ms); when it is full the

@@ -107,7 +107,11 @@ impl Engine {
             latency: &self.counters.latency(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             http: &self.http.snapshot(),
-            spans: (self.bus.tracer().recorded(), self.bus.tracer().dropped()),
+            spans: (
+                self.bus.tracer().recorded(),
+                self.bus.tracer().dropped(),
+                self.bus.tracer().export_failed(),
+            ),
         })
     }
 

@@ -29,8 +29,8 @@ pub struct Report<'a> {
     pub uptime_s: f64,
     /// HTTP responses by status code (or `other`).
     pub http: &'a [(String, u64)],
-    /// Spans recorded, and overwritten before export.
-    pub spans: (u64, u64),
+    /// Spans recorded, overwritten before export, and not delivered by the exporter.
+    pub spans: (u64, u64, u64),
 }
 
 /// Escapes a label value: backslash, double quote and newline.
@@ -144,6 +144,12 @@ pub fn render(r: &Report<'_>) -> String {
         "counter",
         "Spans overwritten in a full buffer (--trace-buffer) before the exporter took them.",
         r.spans.1 as f64,
+    );
+    o.one(
+        "spans_export_failed_total",
+        "counter",
+        "Spans the exporter could not deliver (--trace-exporter: file write or OTLP collector failures).",
+        r.spans.2 as f64,
     );
     o.one(
         "bytes_out_total",
@@ -319,7 +325,7 @@ mod tests {
             latency: &crate::metrics::latency::new_histogram(),
             uptime_s: 1.5,
             http: &[("200".into(), 3), ("other".into(), 1)],
-            spans: (5, 1),
+            spans: (5, 1, 2),
         });
         let families: Vec<&str> = text
             .lines()

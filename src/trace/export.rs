@@ -33,8 +33,8 @@ pub enum TraceExporter {
     Console,
     /// One JSON object per line, appended to this file.
     Json(PathBuf),
-    /// OTLP/HTTP to this URL, e.g. `http://127.0.0.1:4318/v1/traces`. Parsed, but this
-    /// build refuses it at start: the OTLP exporter is not written yet.
+    /// OTLP/HTTP (protobuf) to this URL, e.g. `http://127.0.0.1:4318/v1/traces`. Only in
+    /// builds with the cargo feature `otlp`; others refuse it at start.
     Otlp(String),
 }
 
@@ -86,8 +86,12 @@ pub enum ExportError {
         source: std::io::Error,
     },
     /// `otlp:` asked for, but this build has no OTLP exporter.
-    #[error("--trace-exporter otlp:URL is not available in this build (the OTLP exporter is not written yet); use json:PATH or console")]
+    #[error("--trace-exporter otlp:URL is not available in this build: rebuild with `cargo build --release --features otlp`, or use json:PATH or console")]
     OtlpNotBuilt,
+    /// The `otlp:` URL cannot be used.
+    #[cfg(feature = "otlp")]
+    #[error(transparent)]
+    OtlpUrl(#[from] super::otlp::UrlError),
 }
 
 /// The newest spans, for `GET /spans/recent`. Only the exporter thread writes it.
@@ -127,6 +131,9 @@ pub enum Sink {
     Console,
     /// JSON lines.
     Json(BufWriter<File>),
+    /// OTLP/HTTP.
+    #[cfg(feature = "otlp")]
+    Otlp(super::otlp::OtlpSink),
 }
 
 impl Sink {
@@ -147,16 +154,24 @@ impl Sink {
                     })?;
                 Self::Json(BufWriter::new(file))
             }
+            #[cfg(feature = "otlp")]
+            TraceExporter::Otlp(url) => Self::Otlp(super::otlp::OtlpSink::new(url)?),
+            #[cfg(not(feature = "otlp"))]
             TraceExporter::Otlp(_) => return Err(ExportError::OtlpNotBuilt),
         })
     }
 
-    fn export(&mut self, spans: &[Span]) {
+    /// Writes `spans`; returns how many could not be delivered.
+    fn export(&mut self, spans: &[Span]) -> u64 {
+        #[cfg(feature = "otlp")]
+        if let Self::Otlp(otlp) = self {
+            return otlp.export(spans);
+        }
         if spans.is_empty() {
-            return;
+            return 0;
         }
         match self {
-            Self::None => {}
+            Self::None => 0,
             Self::Console => {
                 for s in spans {
                     let attrs: Vec<String> = s
@@ -175,16 +190,32 @@ impl Sink {
                         attrs.join(" ")
                     );
                 }
+                0
             }
             Self::Json(out) => {
                 let written = spans
                     .iter()
                     .try_for_each(|s| writeln!(out, "{}", s.to_json()))
                     .and_then(|()| out.flush());
-                if let Err(e) = written {
-                    eprintln!("firehose: cannot write spans to the JSON file: {e}");
+                match written {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("firehose: cannot write spans to the JSON file: {e}");
+                        spans.len() as u64
+                    }
                 }
             }
+            #[cfg(feature = "otlp")]
+            Self::Otlp(_) => 0,
+        }
+    }
+
+    /// At shutdown: returns the spans still undelivered, given up on now.
+    fn finish(&mut self) -> u64 {
+        match self {
+            #[cfg(feature = "otlp")]
+            Self::Otlp(otlp) => otlp.finish(),
+            _ => 0,
         }
     }
 }
@@ -196,12 +227,12 @@ pub fn run(tracer: &Tracer, recent: &Recent, mut sink: Sink, stopping: impl Fn()
     loop {
         let last = stopping();
         tracer.drain(&mut batch);
-        if !batch.is_empty() {
-            sink.export(&batch);
-            recent.extend(&batch);
-            batch.clear();
-        }
+        // Called even with nothing new: an exporter may hold spans for a retry.
+        tracer.count_export_failed(sink.export(&batch));
+        recent.extend(&batch);
+        batch.clear();
         if last {
+            tracer.count_export_failed(sink.finish());
             return;
         }
         std::thread::park_timeout(EXPORT_EVERY);

@@ -23,6 +23,8 @@
 //! 100 ms into the configured exporter and the recent-spans view (`GET /spans/recent`).
 
 pub mod export;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -135,10 +137,18 @@ impl Attr {
     fn to_json(&self) -> Value {
         match self {
             Self::None => Value::Null,
-            Self::Static(s) => json!(s),
-            Self::Text(s) => json!(s.as_str()),
+            Self::Static(_) | Self::Text(_) => json!(self.text()),
             Self::Int(n) => json!(n),
             Self::F64(n) => json!(n),
+        }
+    }
+
+    /// The text of a text attribute.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::Static(s) => Some(s),
+            Self::Text(s) => Some(s.as_str()),
+            _ => None,
         }
     }
 }
@@ -188,7 +198,6 @@ pub struct Span {
 }
 
 impl Span {
-    /// The span as one JSON object (the JSON exporter's line and `/spans/recent`'s item).
     /// The attributes that are set, in order.
     pub fn attributes(&self) -> Vec<(&'static str, Value)> {
         self.attrs
@@ -244,6 +253,7 @@ pub struct Tracer {
     queue: ArrayQueue<Span>,
     recorded: AtomicU64,
     dropped: AtomicU64,
+    export_failed: AtomicU64,
     /// The clock pair that turns `Instant`s into Unix time.
     base: (Instant, u64),
 }
@@ -278,6 +288,7 @@ impl Tracer {
             queue: ArrayQueue::new(capacity.max(1)),
             recorded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            export_failed: AtomicU64::new(0),
             base: (Instant::now(), now),
         }
     }
@@ -349,6 +360,15 @@ impl Tracer {
     /// Spans overwritten in a full buffer before the exporter took them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Spans the exporter could not deliver (file write or collector failures).
+    pub fn export_failed(&self) -> u64 {
+        self.export_failed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_export_failed(&self, n: u64) {
+        self.export_failed.fetch_add(n, Ordering::Relaxed);
     }
 }
 

@@ -11,6 +11,8 @@ mod hygiene;
 mod isolation;
 mod malformed;
 mod metrics;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod policies;
 mod publish;
 mod trace;
