@@ -6,7 +6,9 @@
 //! subscriptions, so the three figures should be within noise of each other, even when the
 //! consumer (100,000 pushes per event) cannot keep up. The consumer sleeps like an I/O
 //! thread (idle flag, woken once per burst), so it does not spin on the publisher's cache
-//! lines; `subscriptions/0` is the same publish with no consumer at all.
+//! lines; `subscriptions/0` is the same publish with no consumer at all. As in the server,
+//! a retention thread trims the log ([`firehose::retention`]), so the publisher installs
+//! into emptied slots and frees nothing.
 
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,10 @@ use firehose::outbox::{Episode, Outbox};
 use firehose::policy::Policy;
 use firehose::wake::{Sleeper, Wake};
 use firehose::{Bus, Event, Filter, Router};
+
+/// The server binary's allocator (see `src/main.rs`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn notice(_: &Episode) -> Bytes {
     Bytes::from_static(b"dropped")
@@ -73,16 +79,43 @@ fn consumer(bus: Bus, subscriptions: usize, stop: Arc<AtomicBool>) {
     }
 }
 
+/// The server's retention thread: trims the log to the default retention, so publishers
+/// find emptied slots, as in `firehose serve`.
+struct Trimming {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl Trimming {
+    fn start(bus: &Bus, config: &firehose::Config) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bus, flag, limits) = (bus.clone(), Arc::clone(&stop), config.retention());
+        let handle = thread::spawn(move || {
+            firehose::retention::run(bus.log(), limits, || flag.load(Ordering::Relaxed))
+        });
+        Self { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.thread().unpark();
+        self.handle.join().unwrap();
+    }
+}
+
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
     group.throughput(Throughput::Elements(1));
     let event = Event::new("workflow.step.completed", "bench")
         .with_payload(&serde_json::json!({"seq": 0, "pad": "x".repeat(60)}))
         .unwrap();
-    let bus = Bus::new(65_536, 64 * 1024, Vec::new());
+    let config = firehose::Config::default();
+    let bus = Bus::new(config.log_capacity(), 64 * 1024, Vec::new());
+    let trimmer = Trimming::start(&bus, &config);
     group.bench_function(BenchmarkId::new("subscriptions", 0), |b| {
         b.iter(|| bus.publish(&event).unwrap())
     });
+    trimmer.stop();
     for subscriptions in [1usize, 1_000, 100_000] {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -94,11 +127,12 @@ fn publish(c: &mut Criterion) {
             })
         };
         let bus = Bus::new(
-            65_536,
+            config.log_capacity(),
             64 * 1024,
             vec![Sleeper::new(Box::new(Unpark(handle.thread().clone())))],
         );
         tx.send(bus.clone()).unwrap();
+        let trimmer = Trimming::start(&bus, &config);
         group.bench_with_input(
             BenchmarkId::new("subscriptions", subscriptions),
             &subscriptions,
@@ -106,6 +140,7 @@ fn publish(c: &mut Criterion) {
         );
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();
+        trimmer.stop();
     }
     group.finish();
 }

@@ -76,9 +76,16 @@ pub struct ServeArgs {
         default_value = "drop-newest,drop-oldest,priority,disconnect"
     )]
     pub allowed_overflow: Vec<Policy>,
-    /// Events the log retains (rounded up to a power of two).
+    /// Most events the log retains for lagging I/O threads (and, later, replay); older
+    /// ones are trimmed continuously by a background thread.
     #[arg(long, default_value_t = 65_536)]
     pub retention_events: usize,
+    /// Most bytes of encoded events the log retains.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    pub retention_bytes: usize,
+    /// Events older than this many seconds leave the log; 0 means no age limit.
+    #[arg(long, default_value_t = 0.0)]
+    pub retention_age: f64,
     /// Open connections (HTTP and WebSocket) before new ones get 503.
     #[arg(long, default_value_t = 100_000)]
     pub max_connections: usize,
@@ -182,6 +189,9 @@ impl ServeArgs {
             overflow: self.overflow,
             allowed_overflow: self.allowed_overflow.clone(),
             retention_events: self.retention_events,
+            retention_bytes: self.retention_bytes,
+            retention_age: Some(seconds("retention-age", self.retention_age)?)
+                .filter(|a| !a.is_zero()),
             max_connections: self.max_connections,
             max_message_bytes: self.max_message_bytes,
             max_header_bytes: self.max_header_bytes,

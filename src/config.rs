@@ -29,8 +29,12 @@ pub struct Config {
     pub overflow: Policy,
     /// The policies clients may choose.
     pub allowed_overflow: Vec<Policy>,
-    /// Events the log retains (rounded up to a power of two).
+    /// Most events the log retains (see [`crate::retention`]).
     pub retention_events: usize,
+    /// Most bytes of encoded events the log retains.
+    pub retention_bytes: usize,
+    /// Events older than this leave the log (`None`: no age limit).
+    pub retention_age: Option<Duration>,
     /// Open connections (HTTP and WebSocket) before new ones are refused with 503.
     pub max_connections: usize,
     /// Largest inbound WebSocket message (after reassembling fragments).
@@ -87,6 +91,8 @@ impl Default for Config {
             overflow: Policy::DropNewest,
             allowed_overflow: Policy::ALL.to_vec(),
             retention_events: 65_536,
+            retention_bytes: 256 * 1024 * 1024,
+            retention_age: None,
             max_connections: 100_000,
             max_message_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
@@ -133,6 +139,21 @@ impl Config {
         }
     }
 
+    /// The retention bounds the trimmer enforces.
+    pub fn retention(&self) -> crate::retention::Limits {
+        crate::retention::Limits {
+            events: self.retention_events,
+            bytes: self.retention_bytes,
+            age: self.retention_age,
+        }
+    }
+
+    /// Slots in the log's ring: twice the retained count, rounded up to a power of two, so
+    /// publishers find slots the trimmer has already emptied.
+    pub fn log_capacity(&self) -> usize {
+        (self.retention_events.saturating_mul(2)).next_power_of_two()
+    }
+
     /// The socket address to bind.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
@@ -144,6 +165,7 @@ impl Config {
             ("io-threads", self.io_threads),
             ("queue-capacity", self.queue_capacity),
             ("retention-events", self.retention_events),
+            ("retention-bytes", self.retention_bytes),
             ("max-connections", self.max_connections),
             ("max-message-bytes", self.max_message_bytes),
             ("max-header-bytes", self.max_header_bytes),
@@ -190,8 +212,18 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
-        // Any single event the server accepts must fit an empty queue.
+        // Any single event the server accepts must fit an empty queue, and the log.
         let largest_frame = self.max_event_bytes + crate::ws::frame::MAX_HEADER_LEN;
+        if self.retention_bytes < largest_frame {
+            return Err(ConfigError::TooSmall(
+                "retention-bytes",
+                self.retention_bytes,
+                largest_frame,
+            ));
+        }
+        if self.retention_age.is_some_and(|a| a.is_zero()) {
+            return Err(ConfigError::Zero("retention-age"));
+        }
         if self.queue_max_bytes < largest_frame {
             return Err(ConfigError::TooSmall(
                 "queue-max-bytes",
@@ -264,5 +296,25 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::IdleBeforePing));
+        for (c, flag) in [
+            (
+                Config {
+                    retention_bytes: 1000,
+                    ..Config::default()
+                },
+                "--retention-bytes",
+            ),
+            (
+                Config {
+                    retention_age: Some(Duration::ZERO),
+                    ..Config::default()
+                },
+                "--retention-age",
+            ),
+        ] {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        assert_eq!(Config::default().log_capacity(), 131_072);
     }
 }

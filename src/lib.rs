@@ -24,7 +24,8 @@
 //!
 //! * [`bus`] — the one publish path: validate, encode once, append, wake.
 //! * [`event`] — the event model, its one-time encoding, type filters, publisher JSON.
-//! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through.
+//! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through;
+//!   [`retention`] trims it to the retention bounds on its own thread.
 //! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
 //! * [`outbox`] — a connection's bounded queue of frames (events and bytes), with drop
 //!   accounting, backlog marks and priority lanes.
@@ -69,6 +70,7 @@ pub mod log;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+pub mod retention;
 pub mod seglog;
 pub mod sink;
 pub mod stress;
@@ -127,6 +129,7 @@ pub struct Bridge {
     handles: Vec<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
     tracer: Option<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -181,6 +184,7 @@ impl Builder {
             handles: threads.handles,
             flusher: Some(threads.flusher),
             tracer: Some(threads.tracer),
+            retention: Some(threads.retention),
             local_addr: threads.local_addr,
         })
     }
@@ -226,9 +230,13 @@ impl Bridge {
         for h in self.handles.drain(..) {
             let _ = h.join();
         }
-        for t in [self.flusher.take(), self.tracer.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.flusher.take(),
+            self.tracer.take(),
+            self.retention.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.thread().unpark();
             let _ = t.join();

@@ -1,7 +1,14 @@
 //! `EventLog`: the lock-free, sequence-numbered ring every event passes through.
 //!
 //! One log serves fan-out (each I/O thread reads it from its own cursor), and later replay
-//! and the admin page's recent-events view. Its capacity is the retention.
+//! and the admin page's recent-events view.
+//!
+//! Retention is the trimmer's job, not the publisher's: a background thread
+//! ([`crate::retention`]) empties the slots of events past the retention limits with
+//! [`EventLog::trim_through`], and the ring is sized with slack beyond them, so a publisher
+//! normally installs into an empty slot. It never reads, or frees, the event it replaces:
+//! that value's memory was last touched by the readers on other cores, and fetching it on
+//! the publish path was most of publishing's cost with a reader keeping up.
 //!
 //! # Algorithm
 //!
@@ -9,13 +16,19 @@
 //! value knows its own sequence number ([`Sequenced`]), so a slot needs no separate stamp:
 //!
 //! * **append**: `s = tail.fetch_add(1)`, build the value for `s`, then install it in its
-//!   slot *unless the slot already holds a newer value* (a publisher that was descheduled for
-//!   a whole lap must not overwrite a successor; its value is already lost to readers, who
-//!   see a lap). Publishers never wait for readers or for each other.
-//! * **read(c)**: look at slot `c & mask`: a value with sequence `c` is ready; an older one
-//!   (or none) means `c` is claimed but not yet installed, so the reader stops and comes back;
-//!   a newer one means the ring lapped this reader, which has lost the events in between and
-//!   must say so.
+//!   slot: a compare-and-swap from empty when the trimmer has kept up; otherwise (no trimmer,
+//!   or one that fell a lap behind) *unless the slot already holds a newer value* (a publisher
+//!   that was descheduled for a whole lap must not overwrite a successor; its value is
+//!   already lost to readers, who see a lap). Publishers never wait for readers, for the
+//!   trimmer or for each other.
+//! * **trim_through(t)**: raise `head` (the oldest readable sequence) to `t + 1`, *then* empty
+//!   the slots of `t` and older (never a newer value that reused the slot).
+//! * **read(c)**: look at slot `c & mask`: a value with sequence `c` is ready; a newer one
+//!   means the ring lapped this reader, which has lost the events in between and must say
+//!   so. An older one, or none, means either `c` is claimed but not yet installed (the
+//!   reader stops and comes back) or `c` was trimmed: `head` tells which. Because `head`
+//!   rises before a slot is emptied, a reader that finds the slot emptied also finds `head`
+//!   past it.
 //!
 //! A publisher preempted between claiming and installing holds readers at its sequence
 //! number until it runs again (the classic multi-producer ring trade-off); it never holds
@@ -55,6 +68,8 @@ pub struct EventLog<T> {
     mask: u64,
     /// The next sequence number to claim.
     tail: CachePadded<AtomicU64>,
+    /// The oldest sequence number not trimmed.
+    head: CachePadded<AtomicU64>,
 }
 
 impl<T: Sequenced> EventLog<T> {
@@ -66,6 +81,7 @@ impl<T: Sequenced> EventLog<T> {
             slots,
             mask: capacity as u64 - 1,
             tail: CachePadded::new(AtomicU64::new(1)),
+            head: CachePadded::new(AtomicU64::new(1)),
         }
     }
 
@@ -84,9 +100,34 @@ impl<T: Sequenced> EventLog<T> {
             seq,
             "the builder must keep the sequence number"
         );
-        self.slot(seq)
-            .store_unless(value, |current| current.seq() > seq);
+        if let Err(value) = self.slot(seq).store_if_empty(value) {
+            // Not trimmed (no trimmer, or it is a lap behind): replace what is there.
+            self.slot(seq)
+                .store_unless(value, |current| current.seq() > seq);
+        }
         seq
+    }
+
+    /// Trims every value up to and including sequence `last`: they can no longer be read
+    /// (readers are told they were lapped) and their memory is released here, on the
+    /// caller's thread. Returns how many values this call released.
+    pub fn trim_through(&self, last: u64) -> usize {
+        let last = last.min(self.last_seq());
+        let first = self.head.fetch_max(last + 1, Ordering::SeqCst);
+        // A trimmer more than a lap behind finds only newer values in the older slots.
+        let first = first.max((last + 1).saturating_sub(self.capacity() as u64));
+        (first..=last)
+            .filter(|&s| self.slot(s).take_unless(|v| v.seq() > s).is_some())
+            .count()
+    }
+
+    /// The oldest sequence number that may still be read (1 before anything is trimmed).
+    pub fn head(&self) -> u64 {
+        let tail = self.next_seq();
+        self.head
+            .load(Ordering::SeqCst)
+            .max(tail.saturating_sub(self.capacity() as u64))
+            .max(1)
     }
 
     /// The sequence number the next append will get. Everything below it is claimed
@@ -110,17 +151,14 @@ impl<T: Sequenced> EventLog<T> {
         });
         match found {
             Ok(r) => Read::Ready(r),
+            // Not installed yet, unless it was trimmed.
+            Err(false) if seq < self.head.load(Ordering::SeqCst) => Read::Lapped {
+                resume_at: self.head().max(seq + 1),
+            },
             Err(false) => Read::Pending,
-            Err(true) => {
-                // Everything at or after next_seq - capacity may still be there; older is gone.
-                let oldest = self
-                    .next_seq()
-                    .saturating_sub(self.capacity() as u64)
-                    .max(1);
-                Read::Lapped {
-                    resume_at: oldest.max(seq + 1),
-                }
-            }
+            Err(true) => Read::Lapped {
+                resume_at: self.head().max(seq + 1),
+            },
         }
     }
 

@@ -8,6 +8,11 @@ use firehose::Bridge;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// Events are allocated by publishers and freed by the retention thread: mimalloc takes
+/// such frees without a lock (glibc's arena lock made publishers wait; see the README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

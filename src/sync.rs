@@ -92,6 +92,62 @@ impl<T> ArcCell<T> {
         }
     }
 
+    /// Stores `new` if the cell is empty; hands it back otherwise. Unlike
+    /// [`store_unless`](Self::store_unless) it never looks at a current value, so it touches
+    /// no memory but the cell's own.
+    pub(crate) fn store_if_empty(&self, new: Arc<T>) -> Result<(), Arc<T>> {
+        #[cfg(not(loom))]
+        {
+            let previous = self
+                .inner
+                .compare_and_swap(std::ptr::null::<T>(), Some(Arc::clone(&new)));
+            match &*previous {
+                None => Ok(()),
+                Some(_) => Err(new),
+            }
+        }
+        #[cfg(loom)]
+        {
+            let mut guard = self.inner.lock().unwrap();
+            if guard.is_some() {
+                return Err(new);
+            }
+            *guard = Some(new);
+            Ok(())
+        }
+    }
+
+    /// Empties the cell unless its value is one `keep_current` says must stay; returns
+    /// what it took.
+    pub(crate) fn take_unless(&self, keep_current: impl Fn(&T) -> bool) -> Option<Arc<T>> {
+        #[cfg(not(loom))]
+        {
+            let mut current = self.inner.load();
+            loop {
+                if current.as_deref().is_none_or(&keep_current) {
+                    return None;
+                }
+                let previous = self.inner.compare_and_swap(&*current, None);
+                let swapped = match (previous.as_ref(), current.as_ref()) {
+                    (Some(p), Some(c)) => Arc::ptr_eq(p, c),
+                    _ => false,
+                };
+                if swapped {
+                    return arc_swap::Guard::into_inner(previous);
+                }
+                current = previous;
+            }
+        }
+        #[cfg(loom)]
+        {
+            let mut guard = self.inner.lock().unwrap();
+            if guard.as_deref().is_none_or(&keep_current) {
+                return None;
+            }
+            guard.take()
+        }
+    }
+
     /// Stores `new` unless the current value is one `keep_current` says must stay.
     /// Returns whether `new` was stored.
     pub(crate) fn store_unless(&self, new: Arc<T>, keep_current: impl Fn(&T) -> bool) -> bool {

@@ -52,9 +52,32 @@ fn follow(log: &EventLog<Item>, total: u64) -> (Vec<(u64, u64, u64)>, u64) {
     (got, skipped)
 }
 
-fn stress(capacity: usize, publishers: u64, per_publisher: u64, readers: usize) {
+/// `retain`: a trimmer thread keeps trimming all but the newest `retain` values, as the
+/// server's retention thread does.
+fn stress(
+    capacity: usize,
+    publishers: u64,
+    per_publisher: u64,
+    readers: usize,
+    retain: Option<u64>,
+) {
     let log = Arc::new(EventLog::<Item>::with_capacity(capacity));
     let total = publishers * per_publisher;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trimmer = retain.map(|retain| {
+        let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut trimmed = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let last = log.last_seq().saturating_sub(retain);
+                if last > 0 {
+                    trimmed += log.trim_through(last);
+                }
+                thread::yield_now();
+            }
+            trimmed
+        })
+    });
     let reader_handles: Vec<_> = (0..readers)
         .map(|_| {
             let log = Arc::clone(&log);
@@ -82,6 +105,11 @@ fn stress(capacity: usize, publishers: u64, per_publisher: u64, readers: usize) 
         .flat_map(|h| h.join().unwrap())
         .collect();
     all_ids.sort_unstable();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(t) = trimmer {
+        let trimmed = t.join().unwrap();
+        assert!(trimmed > 0 || total <= retain.unwrap_or(0));
+    }
     assert_eq!(
         all_ids,
         (1..=total).collect::<Vec<_>>(),
@@ -100,7 +128,7 @@ fn stress(capacity: usize, publishers: u64, per_publisher: u64, readers: usize) 
             let mine: Vec<u64> = got.iter().filter(|v| v.1 == p).map(|v| v.2).collect();
             assert!(mine.windows(2).all(|w| w[0] < w[1]));
         }
-        if capacity as u64 >= total {
+        if capacity as u64 >= total && retain.is_none() {
             assert_eq!(skipped, 0, "a log that holds everything loses nothing");
         }
     }
@@ -108,18 +136,25 @@ fn stress(capacity: usize, publishers: u64, per_publisher: u64, readers: usize) 
 
 #[test]
 fn log_stress_without_wrapping_delivers_every_item_to_every_reader() {
-    stress(1 << 18, 4, 50_000, 2);
+    stress(1 << 18, 4, 50_000, 2, None);
 }
 
 #[test]
 fn log_stress_with_wrapping_accounts_for_every_item() {
-    stress(64, 4, 50_000, 2);
+    stress(64, 4, 50_000, 2, None);
+}
+
+#[test]
+fn log_stress_with_a_trimmer_accounts_for_every_item() {
+    stress(1 << 10, 4, 50_000, 2, Some(512));
+    stress(64, 4, 50_000, 2, Some(16));
 }
 
 #[derive(Debug, Clone)]
 enum LogOp {
     Append,
     Read(u64),
+    Trim(u64),
 }
 
 proptest! {
@@ -127,12 +162,13 @@ proptest! {
     #[test]
     fn log_matches_a_retention_window_oracle(
         capacity in 2usize..16,
-        ops in proptest::collection::vec(prop_oneof![Just(LogOp::Append), (0u64..40).prop_map(LogOp::Read)], 1..200),
+        ops in proptest::collection::vec(prop_oneof![Just(LogOp::Append), (0u64..40).prop_map(LogOp::Read), (0u64..40).prop_map(LogOp::Trim)], 1..200),
     ) {
         let log = EventLog::<Item>::with_capacity(capacity);
         let cap = log.capacity();
         let mut oracle: VecDeque<u64> = VecDeque::new();
         let mut next = 1;
+        let mut trimmed = 0;
         for op in ops {
             match op {
                 LogOp::Append => {
@@ -144,6 +180,13 @@ proptest! {
                     }
                     next += 1;
                 }
+                LogOp::Trim(t) => {
+                    let gone = oracle.iter().take_while(|&&id| id <= t).count();
+                    prop_assert_eq!(log.trim_through(t), gone);
+                    oracle.drain(..gone);
+                    // Trimmed ids stay trimmed: nothing below them is readable either.
+                    trimmed = trimmed.max(t.min(next - 1));
+                }
                 LogOp::Read(s) => {
                     let got = log.read(s, |v| v.n);
                     let expect = if s >= next || s == 0 && oracle.is_empty() {
@@ -151,7 +194,8 @@ proptest! {
                     } else if oracle.contains(&s) {
                         Read::Ready(s)
                     } else {
-                        Read::Lapped { resume_at: oracle.front().copied().unwrap_or(next).max(s + 1) }
+                        let oldest = oracle.front().copied().unwrap_or(next).max(trimmed + 1);
+                        Read::Lapped { resume_at: oldest.max(s + 1) }
                     };
                     if s == 0 {
                         // 0 is never an id: nothing is there, or an older id is.

@@ -40,6 +40,8 @@ pub(crate) struct Threads {
     pub flusher: JoinHandle<()>,
     /// The span exporter (see [`crate::trace::export`]).
     pub tracer: JoinHandle<()>,
+    /// The log's trimmer (see [`crate::retention`]).
+    pub retention: JoinHandle<()>,
     pub local_addr: SocketAddr,
 }
 
@@ -64,7 +66,7 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
         config.trace_buffer,
     ));
     let bus = Bus::with_sinks(
-        config.retention_events,
+        config.log_capacity(),
         config.max_event_bytes,
         sleepers,
         config.sink_settings(),
@@ -119,11 +121,22 @@ pub(crate) fn start(config: Config) -> Result<Threads, StartError> {
             })
             .map_err(StartError::Spawn)?
     };
+    let retention = {
+        let engine = Arc::clone(&engine);
+        let limits = engine.config.retention();
+        std::thread::Builder::new()
+            .name("firehose-retention".into())
+            .spawn(move || {
+                crate::retention::run(engine.bus.log(), limits, || engine.is_shutting_down())
+            })
+            .map_err(StartError::Spawn)?
+    };
     Ok(Threads {
         engine,
         handles,
         flusher,
         tracer,
+        retention,
         local_addr,
     })
 }

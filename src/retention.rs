@@ -1,0 +1,217 @@
+//! Retention: which events the log keeps, enforced off the publish path.
+//!
+//! The log keeps the newest events within three bounds, whichever bites first:
+//! `--retention-events` (count), `--retention-bytes` (their encoded frames) and
+//! `--retention-age`. One thread (`firehose-retention`) runs a [`Trimmer`] every
+//! millisecond while events arrive (every [`IDLE_EVERY`] otherwise): it notes each new
+//! event's size and publish time, and trims the oldest past any bound with
+//! [`EventLog::trim_through`], which also frees them, here rather than on a publisher's
+//! thread.
+//!
+//! The log's ring has room for twice `--retention-events`, so a publisher finds its slot
+//! already emptied unless the trimmer is more than a whole retention behind. Even then
+//! nothing waits: the publisher replaces the old event itself, as it would with no
+//! trimmer at all.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::event::Encoded;
+use crate::log::{EventLog, Read};
+
+/// How often the trimmer runs while nothing arrives (age-based trimming still happens).
+pub const IDLE_EVERY: Duration = Duration::from_millis(20);
+/// How often it runs while events arrive.
+pub const BUSY_EVERY: Duration = Duration::from_millis(1);
+
+/// The bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most events kept.
+    pub events: usize,
+    /// Most bytes kept (each event's encoded frame, which holds its JSON too).
+    pub bytes: usize,
+    /// Events older than this are trimmed (`None`: no age limit).
+    pub age: Option<Duration>,
+}
+
+/// What one [`Trimmer::run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// New events noted.
+    pub noted: u64,
+    /// Events trimmed.
+    pub trimmed: u64,
+}
+
+/// The retention state: the retained events' sizes and times, oldest first.
+#[derive(Debug)]
+pub struct Trimmer {
+    limits: Limits,
+    /// The next sequence number to note.
+    next: u64,
+    /// (sequence, bytes, published) of each noted, untrimmed event.
+    window: VecDeque<(u64, usize, Instant)>,
+    bytes: usize,
+}
+
+impl Trimmer {
+    /// A trimmer for `limits`, starting at the log's current end.
+    pub fn new(limits: Limits, log: &EventLog<Encoded>) -> Self {
+        Self {
+            limits,
+            next: log.next_seq(),
+            window: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes retained, as far as noted.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Notes the events published since the last run, then trims past the limits.
+    pub fn run(&mut self, log: &EventLog<Encoded>, now: Instant) -> Trimmed {
+        let mut done = Trimmed::default();
+        let tail = log.next_seq();
+        while self.next < tail {
+            match log.read(self.next, |e| (e.frame().len(), e.published_at())) {
+                Read::Ready((bytes, at)) => {
+                    self.window.push_back((self.next, bytes, at));
+                    self.bytes += bytes;
+                    self.next += 1;
+                    done.noted += 1;
+                }
+                // Claimed but not installed yet: note it next time.
+                Read::Pending => break,
+                // Replaced by a publisher while this thread lagged: gone already.
+                Read::Lapped { resume_at } => self.next = resume_at,
+            }
+        }
+        let mut last = None;
+        while let Some(&(seq, bytes, at)) = self.window.front() {
+            let over = self.window.len() > self.limits.events
+                || self.bytes > self.limits.bytes
+                || self
+                    .limits
+                    .age
+                    .is_some_and(|age| now.saturating_duration_since(at) > age);
+            if !over {
+                break;
+            }
+            self.window.pop_front();
+            self.bytes -= bytes;
+            last = Some(seq);
+            done.trimmed += 1;
+        }
+        if let Some(last) = last {
+            log.trim_through(last);
+        }
+        done
+    }
+}
+
+/// The retention thread's loop: runs the trimmer until `stopping()` says so.
+pub fn run(log: &EventLog<Encoded>, limits: Limits, stopping: impl Fn() -> bool) {
+    let mut trimmer = Trimmer::new(limits, log);
+    while !stopping() {
+        let done = trimmer.run(log, Instant::now());
+        let pause = if done.noted > 0 || done.trimmed > 0 {
+            BUSY_EVERY
+        } else {
+            IDLE_EVERY
+        };
+        std::thread::park_timeout(pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Staged};
+
+    fn append(log: &EventLog<Encoded>, payload_len: usize) -> u64 {
+        let ev = Event::new("t.x", "test")
+            .with_payload(&"x".repeat(payload_len))
+            .unwrap();
+        let staged = Staged::new(&ev, 1 << 20).unwrap();
+        log.append_with(|seq| staged.seal(seq))
+    }
+
+    fn retained(log: &EventLog<Encoded>) -> Vec<u64> {
+        (1..log.next_seq())
+            .filter(|&s| matches!(log.read(s, |_| ()), Read::Ready(())))
+            .collect()
+    }
+
+    #[test]
+    fn trims_by_count_bytes_and_age() {
+        let log = EventLog::with_capacity(64);
+        let limits = Limits {
+            events: 5,
+            bytes: usize::MAX,
+            age: None,
+        };
+        let mut t = Trimmer::new(limits, &log);
+        for _ in 0..8 {
+            append(&log, 10);
+        }
+        let now = Instant::now();
+        assert_eq!(
+            t.run(&log, now),
+            Trimmed {
+                noted: 8,
+                trimmed: 3
+            }
+        );
+        assert_eq!(retained(&log), [4, 5, 6, 7, 8]);
+        assert_eq!(log.head(), 4);
+        assert_eq!(log.read(2, |_| ()), Read::Lapped { resume_at: 4 });
+
+        // Ids of one digit from here, so the frames are the same size.
+        let log = EventLog::with_capacity(64);
+        let frame = {
+            let mut one = Trimmer::new(limits, &log);
+            append(&log, 1000);
+            one.run(&log, now);
+            one.bytes()
+        };
+        let mut t = Trimmer::new(
+            Limits {
+                events: 100,
+                bytes: 3 * frame,
+                age: None,
+            },
+            &log,
+        );
+        for _ in 0..5 {
+            append(&log, 1000);
+        }
+        t.run(&log, now);
+        assert_eq!(t.bytes(), 3 * frame);
+        assert_eq!(
+            retained(&log),
+            [4, 5, 6],
+            "trimming through 3 trims all before it, noted or not"
+        );
+
+        let log = EventLog::with_capacity(64);
+        let mut t = Trimmer::new(
+            Limits {
+                events: 100,
+                bytes: usize::MAX,
+                age: Some(Duration::from_secs(60)),
+            },
+            &log,
+        );
+        append(&log, 1);
+        append(&log, 1);
+        assert_eq!(t.run(&log, Instant::now()).trimmed, 0);
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(t.run(&log, later).trimmed, 2);
+        assert!(retained(&log).is_empty());
+        assert_eq!(log.read(1, |_| ()), Read::Lapped { resume_at: 3 });
+        assert_eq!(log.read(3, |_| ()), Read::Pending, "not published yet");
+    }
+}
