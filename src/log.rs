@@ -151,14 +151,11 @@ impl<T: Sequenced> EventLog<T> {
         });
         match found {
             Ok(r) => Read::Ready(r),
-            // Not installed yet, unless it was trimmed.
-            Err(false) if seq < self.head.load(Ordering::SeqCst) => Read::Lapped {
+            // Nothing newer there: not installed yet, unless it was trimmed.
+            Err(newer) if newer || seq < self.head.load(Ordering::SeqCst) => Read::Lapped {
                 resume_at: self.head().max(seq + 1),
             },
-            Err(false) => Read::Pending,
-            Err(true) => Read::Lapped {
-                resume_at: self.head().max(seq + 1),
-            },
+            Err(_) => Read::Pending,
         }
     }
 

@@ -163,14 +163,11 @@ impl Sink {
 
     /// Writes `spans`; returns how many could not be delivered.
     fn export(&mut self, spans: &[Span]) -> u64 {
-        #[cfg(feature = "otlp")]
-        if let Self::Otlp(otlp) = self {
-            return otlp.export(spans);
-        }
-        if spans.is_empty() {
-            return 0;
-        }
         match self {
+            // OTLP runs even with nothing new: it may hold spans for a retry.
+            #[cfg(feature = "otlp")]
+            Self::Otlp(otlp) => otlp.export(spans),
+            _ if spans.is_empty() => 0,
             Self::None => 0,
             Self::Console => {
                 for s in spans {
@@ -205,8 +202,6 @@ impl Sink {
                     }
                 }
             }
-            #[cfg(feature = "otlp")]
-            Self::Otlp(_) => 0,
         }
     }
 
