@@ -142,12 +142,17 @@ fn five_stalled_clients_of_a_hundred_cost_the_others_nothing_and_memory_stays_bo
         dropped > 0,
         "the stalled clients' queues overflowed: {health}"
     );
-    // What the limits allow the server to hold: the log's retention of frames, each stalled
-    // queue's byte bound (frames are shared with the log, so this double-counts), plus 16 MiB
-    // for allocator and buffer slack.
+    // What the limits allow the server to hold: the log's ring of frames (twice the
+    // retention, rounded up to a power of two: a lagging retention thread may leave it
+    // full, see `Config::log_capacity`), each stalled queue's byte bound (frames are shared
+    // with the log, so this double-counts), plus 16 MiB for allocator and buffer slack.
     let frame = (PAYLOAD + 300) as u64;
-    let bound_kib =
-        (RETENTION as u64 * frame + SLOW as u64 * QUEUE_MAX_BYTES as u64) / 1024 + 16 * 1024;
+    let ring = firehose::Config {
+        retention_events: RETENTION,
+        ..firehose::Config::default()
+    }
+    .log_capacity() as u64;
+    let bound_kib = (ring * frame + SLOW as u64 * QUEUE_MAX_BYTES as u64) / 1024 + 16 * 1024;
     let growth = rss_after.saturating_sub(rss_before);
     eprintln!("isolation: server RSS grew {growth} KiB (bound {bound_kib} KiB), {dropped} events dropped for the 5 stalled clients");
     assert!(
