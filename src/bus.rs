@@ -29,6 +29,8 @@ pub struct Bus {
 
 struct Inner {
     log: EventLog<Encoded>,
+    /// This run's epoch: event ids mean something only within it ([`crate::resume`]).
+    epoch: u64,
     sleepers: Box<[Sleeper]>,
     max_event_bytes: usize,
     hub: Arc<Hub>,
@@ -63,6 +65,7 @@ impl Bus {
         Self {
             inner: Arc::new(Inner {
                 log: EventLog::with_capacity(retention),
+                epoch: crate::resume::new_epoch(),
                 sleepers: sleepers.into_boxed_slice(),
                 max_event_bytes,
                 hub: Hub::new(
@@ -223,6 +226,11 @@ impl Bus {
     /// The id of the newest event (0 before the first).
     pub fn last_id(&self) -> u64 {
         self.inner.log.last_seq()
+    }
+
+    /// This run's epoch: a resume position from another epoch recovers nothing.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
     }
 
     /// The log, for readers (I/O threads, replay).

@@ -53,6 +53,8 @@ pub enum ConnState {
     Backpressure,
     /// Closing: a close handshake or final output is under way.
     Closing,
+    /// Catching up from the log after a resume, not yet receiving live events.
+    Replaying,
 }
 
 impl ConnState {
@@ -62,6 +64,7 @@ impl ConnState {
             ConnState::Ok => "ok",
             ConnState::Backpressure => "backpressure",
             ConnState::Closing => "closing",
+            ConnState::Replaying => "replaying",
         }
     }
 }

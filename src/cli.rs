@@ -73,11 +73,12 @@ pub struct ServeArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "drop-newest,drop-oldest,priority,disconnect"
+        default_value = "drop-newest,drop-oldest,priority,disconnect,catch-up"
     )]
     pub allowed_overflow: Vec<Policy>,
-    /// Most events the log retains for lagging I/O threads (and, later, replay); older
-    /// ones are trimmed continuously by a background thread.
+    /// Most events the log retains for lagging I/O threads and for replay to resuming
+    /// (`last_event_id`) and `catch-up` subscribers; older ones are trimmed continuously
+    /// by a background thread.
     #[arg(long, default_value_t = 65_536)]
     pub retention_events: usize,
     /// Most bytes of encoded events the log retains.

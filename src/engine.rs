@@ -128,6 +128,7 @@ impl Engine {
                 "dropped_by_lane": s.dropped_by_lane,
                 "dropped_by_reason": s.dropped_by_reason, "evicted": s.evicted,
                 "bytes_out": s.bytes_out,
+                "replayed": s.replayed, "resumes": s.resumes, "gap_notices": s.gap_notices,
                 "http_responses": self.http.snapshot()
                     .into_iter()
                     .collect::<std::collections::BTreeMap<_, _>>(),
@@ -149,6 +150,7 @@ impl Engine {
             "connections": s.connections,
             "ws_connected_clients": s.ws_connected_clients,
             "last_event_id": self.bus.last_id(),
+            "epoch": self.bus.epoch(),
             "io_threads": self.config.io_threads,
             "events": {
                 "published": s.published, "delivered": s.delivered, "dropped": s.dropped,

@@ -25,7 +25,8 @@
 //! * [`bus`] — the one publish path: validate, encode once, append, wake.
 //! * [`event`] — the event model, its one-time encoding, type filters, publisher JSON.
 //! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through;
-//!   [`retention`] trims it to the retention bounds on its own thread.
+//!   [`retention`] trims it to the retention bounds on its own thread; [`resume`] decides
+//!   where a reconnecting subscriber starts (replay, gap, or a new epoch).
 //! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
 //! * [`outbox`] — a connection's bounded queue of frames (events and bytes), with drop
 //!   accounting, backlog marks and priority lanes.
@@ -70,6 +71,7 @@ pub mod log;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
+pub mod resume;
 pub mod retention;
 pub mod seglog;
 pub mod sink;

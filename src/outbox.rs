@@ -409,7 +409,9 @@ impl Outbox {
         let mut victims = [0usize; LANES];
         let n = match self.policy {
             Policy::Disconnect => return None,
-            Policy::DropNewest => 0,
+            // `catch-up` is applied by routing, which stops pushing to a full queue; an
+            // event that still does not fit (by bytes) is dropped like `drop-newest`.
+            Policy::DropNewest | Policy::CatchUp => 0,
             Policy::DropOldest => 1, // lane 0
             Policy::Priority => {
                 // Lanes below the incoming one, lowest first.
@@ -451,6 +453,62 @@ impl Outbox {
                 None
             }
         }
+    }
+
+    /// Queues a replayed event if it fits, whatever the policy: replay pulls from the log
+    /// at the pace the client reads, so it waits for room rather than dropping. Hands the
+    /// frame back when the queue is full (or closing). An event larger than the byte bound
+    /// is queued when the queue is empty, so it cannot block replay for ever.
+    pub fn push_replayed(
+        &mut self,
+        frame: Bytes,
+        id: u64,
+        priority: Priority,
+        t: Stamp,
+    ) -> Result<(), Bytes> {
+        let empty = self.queued == 0;
+        if self.closing || !(empty || self.fits(self.queued, self.queued_bytes, frame.len())) {
+            return Err(frame);
+        }
+        let lane = self.lane_of(priority);
+        self.queued += 1;
+        self.queued_bytes += frame.len();
+        self.lanes[lane].push_back(Item { frame, id, t });
+        Ok(())
+    }
+
+    /// Whether an event of `len` bytes fits without the policy's help.
+    pub fn fits_event(&self, len: usize) -> bool {
+        self.fits(self.queued, self.queued_bytes, len)
+    }
+
+    /// Whether [`push_replayed`](Self::push_replayed) may take another event.
+    pub fn has_room(&self) -> bool {
+        !self.closing && self.queued < self.capacity && self.queued_bytes < self.max_bytes
+    }
+
+    /// Queues a notice in order with the events (in the highest lane, which is written
+    /// first): it is about the events that follow it. Not counted as an event.
+    pub fn push_notice(&mut self, frame: Bytes) {
+        if !self.closing {
+            self.lanes[0].push_back(Item {
+                frame,
+                id: 0,
+                t: Stamp::default(),
+            });
+        }
+    }
+
+    /// Discards the queued events and notices (not a partly written frame, nor control
+    /// frames), because the client asked to start over; returns how many events went.
+    pub fn clear_events(&mut self) -> u64 {
+        let cleared = self.queued as u64;
+        self.lanes.iter_mut().for_each(VecDeque::clear);
+        self.queued = 0;
+        self.queued_bytes = 0;
+        self.episodes = [None; LANES];
+        self.open_episodes = 0;
+        cleared
     }
 
     /// Records events this connection lost before reaching its queue (the I/O thread fell
@@ -500,12 +558,7 @@ impl Outbox {
         if self.closing {
             return 0;
         }
-        let discarded = self.queued as u64;
-        self.lanes.iter_mut().for_each(VecDeque::clear);
-        self.queued = 0;
-        self.queued_bytes = 0;
-        self.episodes = [None; LANES];
-        self.open_episodes = 0;
+        let discarded = self.clear_events();
         self.control.extend(frames);
         self.closing = true;
         discarded

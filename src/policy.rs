@@ -6,8 +6,9 @@
 //! | `drop-oldest` | the oldest queued event gives way: the client always gets the freshest |
 //! | `priority` | four lanes, `control` > `critical` > `important` > `bulk`, written highest first; the incoming event evicts the oldest event of the lowest non-empty lane below its own, or is dropped if there is none; `control` is never dropped |
 //! | `disconnect` | the connection is closed with 1008 `slow consumer`, after a final notice of the last id delivered |
+//! | `catch-up` | nothing is dropped: the subscriber leaves live routing and replays from the log at the pace it reads, then rejoins live; only events trimmed from the log before it reads them are lost, told in a `gap` notice |
 //!
-//! Every loss is counted and told to the client in a `dropped` notice.
+//! Every loss is counted and told to the client in a `dropped` (or `gap`) notice.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,15 +25,18 @@ pub enum Policy {
     Priority,
     /// Close the connection.
     Disconnect,
+    /// Fall back to reading the log (replay), rejoin live when caught up.
+    CatchUp,
 }
 
 impl Policy {
     /// Every policy, in documentation order.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::DropNewest,
         Policy::DropOldest,
         Policy::Priority,
         Policy::Disconnect,
+        Policy::CatchUp,
     ];
 
     /// The name used in flags and query strings.
@@ -42,6 +46,7 @@ impl Policy {
             Policy::DropOldest => "drop-oldest",
             Policy::Priority => "priority",
             Policy::Disconnect => "disconnect",
+            Policy::CatchUp => "catch-up",
         }
     }
 }
@@ -54,7 +59,9 @@ impl fmt::Display for Policy {
 
 /// An unknown policy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown overflow policy {0:?}: use drop-newest, drop-oldest, priority or disconnect")]
+#[error(
+    "unknown overflow policy {0:?}: use drop-newest, drop-oldest, priority, disconnect or catch-up"
+)]
 pub struct PolicyError(pub String);
 
 impl FromStr for Policy {

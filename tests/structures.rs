@@ -265,7 +265,9 @@ impl Model {
         let mut evicted = Vec::new();
         if !self.fits(queued, bytes, len) {
             let victims: Vec<usize> = match self.policy {
-                Policy::DropNewest => vec![],
+                // The outbox treats catch-up as drop-newest; routing never offers it a
+                // full queue.
+                Policy::DropNewest | Policy::CatchUp => vec![],
                 Policy::Disconnect => return (Push::Overflowed, evicted),
                 Policy::DropOldest => vec![0],
                 Policy::Priority => (lane + 1..4).rev().collect(),

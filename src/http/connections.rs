@@ -39,7 +39,7 @@ pub enum Ask {
 }
 
 /// Parses the `/connections` query: `limit` (1 to [`MAX_LIMIT`]) and
-/// `state=ok|backpressure|closing`.
+/// `state=ok|backpressure|closing|replaying`.
 pub fn parse_list(q: &str) -> Result<Ask, String> {
     let limit = query::limit_param(q, DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut state = None;
@@ -50,9 +50,10 @@ pub fn parse_list(q: &str) -> Result<Ask, String> {
                 "ok" => ConnState::Ok,
                 "backpressure" => ConnState::Backpressure,
                 "closing" => ConnState::Closing,
+                "replaying" => ConnState::Replaying,
                 other => {
                     return Err(format!(
-                        "state must be ok, backpressure or closing, not {:?}",
+                        "state must be ok, backpressure, closing or replaying, not {:?}",
                         other.chars().take(32).collect::<String>()
                     ))
                 }

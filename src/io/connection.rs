@@ -37,6 +37,8 @@ pub struct Connection {
     pub(crate) dirty: bool,
     /// Registered with the router.
     pub(crate) routed: bool,
+    /// Replaying from the log: the next id to read (not routed live until it catches up).
+    pub(crate) replay_next: Option<u64>,
     /// Set once the session is over: when to give up on a clean close.
     pub(crate) finish_by: Option<Instant>,
     /// Our FIN has been sent; what the peer still sends is read and discarded.
@@ -95,6 +97,7 @@ impl Connection {
             last_routed: 0,
             dirty: false,
             routed: false,
+            replay_next: None,
             finish_by: None,
             write_shut: false,
             linger: true,

@@ -5,6 +5,7 @@
 //! One turn of the loop:
 //!
 //! 1. route new log entries (at most [`ROUTE_BATCH`] per turn, so reads and writes keep up),
+//!    and replay older ones to resuming connections, as far as their queues have room,
 //! 2. flush the connections that got output,
 //! 3. announce idle, look at the log once more, and only then block in `poll`,
 //! 4. handle readiness: accept, read (bounded per connection per turn), write,
@@ -32,8 +33,10 @@ use crate::http::connections::{self, Ask};
 use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
 use crate::log::Read;
-use crate::metrics::{DropReason, ThreadCounters};
-use crate::outbox::{Progress, Push};
+use crate::metrics::{DropReason, ResumeOutcome, ThreadCounters};
+use crate::outbox::{Progress, Push, Stamp};
+use crate::policy::Policy;
+use crate::resume::{self, LogView, Position, Unrecovered};
 use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName};
 use crate::ws::frame::CloseCode;
 use crate::ws::message;
@@ -81,6 +84,8 @@ pub struct EventLoop {
     accept_again: bool,
     /// Connections whose `disconnect` policy overflowed during routing.
     overflowed: Vec<usize>,
+    /// Connections whose `catch-up` queue was full during routing: they go to replay.
+    fell_behind: Vec<usize>,
     /// Events lost to laps since the last log line, and when that line was written.
     lost_unlogged: u64,
     lost_logged_at: Option<Instant>,
@@ -91,6 +96,20 @@ pub struct EventLoop {
     /// The newest census generation this thread reported for.
     census_reported: u64,
     asks: Vec<PendingAsk>,
+    /// Connections catching up from the log ([`Connection::replay_next`]), not yet routed.
+    replaying: Vec<usize>,
+}
+
+/// Where one connection's replay stopped this turn.
+enum Replayed {
+    /// It reached the live cursor: route it live from now on.
+    CaughtUp,
+    /// Its queue is full: wait for the socket to take some.
+    Full,
+    /// The turn's budget ran out: continue next turn.
+    Budget,
+    /// It is closing (or gone): forget it.
+    Over,
 }
 
 impl EventLoop {
@@ -118,12 +137,14 @@ impl EventLoop {
             read_again: Vec::new(),
             accept_again: false,
             overflowed: Vec::new(),
+            fell_behind: Vec::new(),
             lost_unlogged: 0,
             lost_logged_at: None,
             latency: crate::metrics::latency::new_histogram(),
             latency_published: 0,
             census_reported: 0,
             asks: Vec::new(),
+            replaying: Vec::new(),
         })
     }
 
@@ -134,11 +155,12 @@ impl EventLoop {
         loop {
             self.census();
             let more = self.route();
+            let more = self.replay() || more;
             self.flush_dirty();
             if self.engine.is_shutting_down() {
                 return self.shutdown();
             }
-            let timeout = if more || !self.read_again.is_empty() {
+            let timeout = if more || !self.read_again.is_empty() || self.replay_has_room() {
                 Some(Duration::ZERO)
             } else {
                 let sleeper = self.engine.bus.sleeper(self.index);
@@ -213,6 +235,18 @@ impl EventLoop {
             self.after_ws(key, WsStep::Continue, now);
             self.mark_dirty(key);
         }
+        for key in std::mem::take(&mut self.fell_behind) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if let Phase::Ws(ws) = &conn.phase {
+                if conn.routed {
+                    self.router.remove(key, ws.filter());
+                    conn.routed = false;
+                }
+                self.replaying.push(key);
+            }
+        }
         more
     }
 
@@ -225,9 +259,9 @@ impl EventLoop {
         for _ in 0..ROUTE_BATCH {
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
-            let overflowed = &mut self.overflowed;
+            let overflow = (&mut self.overflowed, &mut self.fell_behind);
             match log.read(cursor, |ev| {
-                route_event(ev, router, conns, dirty, overflowed, counters, now)
+                route_event(ev, router, conns, dirty, overflow, counters, now)
             }) {
                 Read::Ready(()) => self.cursor += 1,
                 Read::Pending => return false,
@@ -432,16 +466,8 @@ impl EventLoop {
             HttpStep::Continue => {}
             HttpStep::Close => conn.finish_by = Some(now + engine.config.close_timeout),
             HttpStep::Upgrade { upgrade, leftover } => {
-                // Events after `cursor - 1` are routed to it from now on: say so first.
-                let last_id = self.cursor - 1;
                 let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
                 conn.outbox.set_policy(upgrade.overflow);
-                let _ = conn
-                    .outbox
-                    .push_control(ws.welcome(last_id, upgrade.overflow));
-                self.router.add(key, ws.filter());
-                conn.routed = true;
-                conn.last_routed = last_id;
                 conn.phase = Phase::Ws(ws);
                 conn.linger = false;
                 engine
@@ -449,6 +475,7 @@ impl EventLoop {
                     .thread(self.index)
                     .ws_clients
                     .fetch_add(1, Ordering::Relaxed);
+                self.start_delivery(key, upgrade.resume);
                 if !leftover.is_empty() {
                     self.feed_ws(key, &leftover, now);
                 }
@@ -518,6 +545,8 @@ impl EventLoop {
             };
             let state = if conn.finish_by.is_some() || !ws.is_open() {
                 ConnState::Closing
+            } else if conn.replay_next.is_some() {
+                ConnState::Replaying
             } else if conn.outbox.is_backpressured() || conn.stalled_since.is_some() {
                 ConnState::Backpressure
             } else {
@@ -581,10 +610,119 @@ impl EventLoop {
         if step == WsStep::Done && conn.finish_by.is_none() {
             conn.finish_by = Some(now + close_timeout);
         }
+        let resume = ws.take_resume().filter(|_| ws.is_open());
         self.engine
             .counters
             .thread(self.index)
             .drop_events(DropReason::Closed, discarded);
+        if let Some(position) = resume {
+            // Start over: what is queued is either before the position (unwanted) or
+            // replayed again after it.
+            if conn.routed {
+                self.router.remove(key, ws.filter());
+                conn.routed = false;
+            }
+            conn.replay_next = None;
+            conn.outbox.clear_events();
+            self.replaying.retain(|k| *k != key);
+            self.start_delivery(key, Some(position));
+        }
+    }
+
+    /// Starts delivering to WebSocket connection `key` from where `asked` says (live when
+    /// `None`): a `welcome`, a `gap` notice if part of it is past retention, then a replay
+    /// from the log or straight to live routing.
+    fn start_delivery(&mut self, key: usize, asked: Option<Position>) {
+        let engine = Arc::clone(&self.engine);
+        let log = engine.bus.log();
+        let view = LogView {
+            epoch: engine.bus.epoch(),
+            head: log.head(),
+            live_from: self.cursor,
+            newest: log.last_seq(),
+        };
+        let start = resume::plan(asked, view);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::Ws(ws) = &mut conn.phase else {
+            return;
+        };
+        let counters = engine.counters.thread(self.index);
+        let outcome = match start.recovered {
+            Ok(()) => Some(ResumeOutcome::Recovered),
+            Err(Unrecovered::NotAsked) => None,
+            Err(Unrecovered::Gap) => Some(ResumeOutcome::Gap),
+            Err(Unrecovered::OtherEpoch) => Some(ResumeOutcome::OtherEpoch),
+            Err(Unrecovered::UnknownId) => Some(ResumeOutcome::UnknownId),
+        };
+        if let Some(o) = outcome {
+            ThreadCounters::add(&counters.resumes[o as usize], 1);
+        }
+        // Best effort, like every control frame: a full control lane closes the session.
+        let _ = conn
+            .outbox
+            .push_control(ws.welcome(view.epoch, &start, conn.outbox.policy()));
+        if let Some((from, to)) = start.gap {
+            conn.outbox.push_notice(message::gap(from, to));
+            ThreadCounters::add(&counters.gap_notices, 1);
+        }
+        if start.next < self.cursor {
+            conn.replay_next = Some(start.next);
+            self.replaying.push(key);
+        } else {
+            // Events up to `next - 1` are delivered or not wanted (the id may be ahead of
+            // this thread's cursor when another thread delivered it).
+            self.router.add(key, ws.filter());
+            conn.routed = true;
+            conn.last_routed = start.next - 1;
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Feeds the replaying connections from the log, as far as their queues have room and
+    /// a turn's budget allows; those that catch up join live routing. Returns whether one
+    /// ran out of budget (more work now).
+    fn replay(&mut self) -> bool {
+        if self.replaying.is_empty() {
+            return false;
+        }
+        let engine = Arc::clone(&self.engine);
+        let log = engine.bus.log();
+        let counters = engine.counters.thread(self.index);
+        let mut budget = ROUTE_BATCH;
+        let mut more = false;
+        for key in std::mem::take(&mut self.replaying) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            match replay_into(conn, log, self.cursor, &mut budget, counters) {
+                Replayed::CaughtUp => {
+                    let Phase::Ws(ws) = &conn.phase else {
+                        continue;
+                    };
+                    let next = conn.replay_next.take().unwrap_or(self.cursor);
+                    self.router.add(key, ws.filter());
+                    conn.routed = true;
+                    conn.last_routed = next - 1;
+                }
+                Replayed::Full => self.replaying.push(key),
+                Replayed::Budget => {
+                    more = true;
+                    self.replaying.push(key);
+                }
+                Replayed::Over => conn.replay_next = None,
+            }
+            self.mark_dirty(key);
+        }
+        more
+    }
+
+    /// Whether a replaying connection has room for more (the loop must not sleep).
+    fn replay_has_room(&self) -> bool {
+        self.replaying
+            .iter()
+            .any(|&k| self.conns.get(k).is_some_and(|c| c.outbox.has_room()))
     }
 
     fn tick(&mut self, now: Instant) {
@@ -676,6 +814,7 @@ impl EventLoop {
         self.dirty.retain(|k| *k != key);
         self.read_again.retain(|k| *k != key);
         self.asks.retain(|a| a.key != key);
+        self.replaying.retain(|k| *k != key);
     }
 
     /// Closes every connection (WebSocket: 1001), drains briefly, and stops.
@@ -738,14 +877,77 @@ fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) 
     );
 }
 
-/// Pushes one event into every matching connection's outbox; connections whose
-/// `disconnect` policy overflowed are listed in `overflowed`.
+/// Replays from `conn.replay_next` towards `live_from` (the next id routed live), pushing
+/// the events its filter matches while its queue has room. Events trimmed meanwhile become
+/// a `gap` notice. Replayed events carry no stamp: their age is not delivery latency.
+fn replay_into(
+    conn: &mut Connection,
+    log: &crate::log::EventLog<Encoded>,
+    live_from: u64,
+    budget: &mut usize,
+    counters: &ThreadCounters,
+) -> Replayed {
+    let Phase::Ws(ws) = &conn.phase else {
+        return Replayed::Over;
+    };
+    let Some(mut next) = conn.replay_next.filter(|_| ws.is_open()) else {
+        return Replayed::Over;
+    };
+    let filter = ws.filter();
+    let mut replayed = 0;
+    let outcome = loop {
+        if next >= live_from {
+            break Replayed::CaughtUp;
+        }
+        if !conn.outbox.has_room() {
+            break Replayed::Full;
+        }
+        if *budget == 0 {
+            break Replayed::Budget;
+        }
+        *budget -= 1;
+        let found = log.read(next, |ev| {
+            filter
+                .matches(ev.event_type())
+                .then(|| (ev.frame().clone(), ev.priority()))
+        });
+        match found {
+            Read::Ready(Some((frame, priority))) => {
+                if conn
+                    .outbox
+                    .push_replayed(frame, next, priority, Stamp::default())
+                    .is_err()
+                {
+                    break Replayed::Full;
+                }
+                replayed += 1;
+                next += 1;
+            }
+            Read::Ready(None) => next += 1,
+            Read::Lapped { resume_at } => {
+                let to = resume_at.min(live_from) - 1;
+                conn.outbox.push_notice(message::gap(next, to));
+                ThreadCounters::add(&counters.gap_notices, 1);
+                next = to + 1;
+            }
+            // Everything below `live_from` was installed (the live cursor passed it).
+            Read::Pending => break Replayed::Full,
+        }
+    };
+    conn.replay_next = Some(next);
+    ThreadCounters::add(&counters.replayed, replayed);
+    outcome
+}
+
+/// Pushes one event into every matching connection's outbox. `overflow` lists the
+/// connections whose `disconnect` policy overflowed, and those whose `catch-up` queue was
+/// full (they replay from this event on).
 fn route_event(
     ev: &Encoded,
     router: &Router,
     conns: &mut Slab<Connection>,
     dirty: &mut Vec<usize>,
-    overflowed: &mut Vec<usize>,
+    (overflowed, fell_behind): (&mut Vec<usize>, &mut Vec<usize>),
     counters: &ThreadCounters,
     now: Instant,
 ) {
@@ -755,7 +957,13 @@ fn route_event(
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
-        if conn.last_routed >= id {
+        if conn.last_routed >= id || conn.replay_next.is_some() {
+            return;
+        }
+        if conn.outbox.policy() == Policy::CatchUp && !conn.outbox.fits_event(ev.frame().len()) {
+            // Nothing is dropped: it reads the log from here at its own pace.
+            conn.replay_next = Some(id);
+            fell_behind.push(key);
             return;
         }
         conn.last_routed = id;

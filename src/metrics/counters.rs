@@ -31,6 +31,12 @@ pub struct ThreadCounters {
     pub dropped_by_reason: [AtomicU64; 3],
     /// Bytes written to sockets (every protocol, headers and control frames included).
     pub bytes_out: AtomicU64,
+    /// Events queued to resuming subscribers from the log (replay).
+    pub replayed: AtomicU64,
+    /// Resume requests, by outcome: indexed by [`ResumeOutcome`].
+    pub resumes: [AtomicU64; 4],
+    /// `gap` notices sent (a resume from before retention, or a replay the trimmer overtook).
+    pub gap_notices: AtomicU64,
     /// The thread's delivery-latency histogram (µs), as of its last tick.
     pub latency: arc_swap::ArcSwapOption<hdrhistogram::Histogram<u64>>,
 }
@@ -48,6 +54,32 @@ impl ThreadCounters {
         Self::add(&self.dropped, n);
         Self::add(&self.dropped_by_reason[reason as usize], n);
     }
+}
+
+/// How a resume request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// Everything after the client's id is replayed.
+    Recovered = 0,
+    /// Some of it was past retention: a `gap` notice, then the rest.
+    Gap = 1,
+    /// The id was from another epoch (a restart): nothing recovered.
+    OtherEpoch = 2,
+    /// The id is newer than any event of this run: nothing recovered.
+    UnknownId = 3,
+}
+
+/// Resume requests by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Resumes {
+    /// Everything recovered.
+    pub recovered: u64,
+    /// Recovered after a gap.
+    pub gap: u64,
+    /// From another epoch.
+    pub other_epoch: u64,
+    /// An id this run never gave.
+    pub unknown_id: u64,
 }
 
 /// Why an event did not reach a subscriber.
@@ -134,6 +166,12 @@ pub struct Snapshot {
     pub dropped_by_reason: DroppedByReason,
     /// Bytes written to sockets.
     pub bytes_out: u64,
+    /// Events replayed to resuming subscribers.
+    pub replayed: u64,
+    /// Resume requests by outcome.
+    pub resumes: Resumes,
+    /// `gap` notices sent.
+    pub gap_notices: u64,
 }
 
 /// Events lost by `priority`-policy subscriptions, per lane (`control` is never dropped).
@@ -220,6 +258,13 @@ impl Counters {
             s.dropped_by_reason.retention += reason(DropReason::Retention as usize);
             s.dropped_by_reason.closed += reason(DropReason::Closed as usize);
             s.bytes_out += t.bytes_out.load(Ordering::Relaxed);
+            s.replayed += t.replayed.load(Ordering::Relaxed);
+            s.gap_notices += t.gap_notices.load(Ordering::Relaxed);
+            let resumes = |o: ResumeOutcome| t.resumes[o as usize].load(Ordering::Relaxed);
+            s.resumes.recovered += resumes(ResumeOutcome::Recovered);
+            s.resumes.gap += resumes(ResumeOutcome::Gap);
+            s.resumes.other_epoch += resumes(ResumeOutcome::OtherEpoch);
+            s.resumes.unknown_id += resumes(ResumeOutcome::UnknownId);
             conns += t.connections.load(Ordering::Relaxed);
         }
         s.ws_connected_clients = self.ws_connected_clients();

@@ -10,7 +10,7 @@ pub mod latency;
 pub mod prometheus;
 
 pub use counters::{
-    Counters, DropReason, DroppedByLane, DroppedByReason, Evicted, HttpCounters, Snapshot,
-    ThreadCounters,
+    Counters, DropReason, DroppedByLane, DroppedByReason, Evicted, HttpCounters, ResumeOutcome,
+    Resumes, Snapshot, ThreadCounters,
 };
 pub use flusher::{Exporter, Stats};

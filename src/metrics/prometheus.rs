@@ -177,6 +177,29 @@ pub fn render(r: &Report<'_>) -> String {
         "Open connections of any kind.",
         c.connections as f64,
     );
+    o.one(
+        "events_replayed_total",
+        "counter",
+        "Events replayed from the log to subscribers that resumed with a last event id.",
+        c.replayed as f64,
+    );
+    o.by_label(
+        "resumes_total",
+        "Resume requests (last_event_id), by outcome: recovered in full, recovered after a gap notice, or nothing recovered (an id from another epoch, or one this run never gave).",
+        "outcome",
+        &[
+            ("recovered", c.resumes.recovered),
+            ("gap", c.resumes.gap),
+            ("other_epoch", c.resumes.other_epoch),
+            ("unknown_id", c.resumes.unknown_id),
+        ],
+    );
+    o.one(
+        "gap_notices_total",
+        "counter",
+        "gap notices sent: events a subscriber asked for were past retention.",
+        c.gap_notices as f64,
+    );
     o.by_label(
         "ws_evicted_total",
         "Connections evicted, by reason.",

@@ -6,6 +6,7 @@ use crate::event::{Filter, FilterError};
 use crate::http::query::{self, QueryError};
 use crate::http::request::Request;
 use crate::policy::{Policy, PolicyError};
+use crate::resume::{Position, PositionError};
 
 /// What a valid upgrade request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub struct Upgrade {
     pub filter: Filter,
     /// The overflow policy (`overflow=`; the server's default when absent).
     pub overflow: Policy,
+    /// Where to resume (`last_event_id=N` or `E:N`, with `epoch=E`); `None`: live only.
+    pub resume: Option<Position>,
 }
 
 /// Why an upgrade was refused.
@@ -39,11 +42,14 @@ pub enum HandshakeError {
     /// An unknown overflow policy.
     #[error("overflow: {0}")]
     Policy(#[from] PolicyError),
+    /// `last_event_id` / `epoch` could not be used.
+    #[error(transparent)]
+    Resume(#[from] PositionError),
     /// A policy this server does not allow.
     #[error("overflow={0} is not allowed on this server; allowed: {1}")]
     PolicyNotAllowed(Policy, String),
     /// A parameter that this endpoint does not know (or does not support yet).
-    #[error("unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns) and `overflow`")]
+    #[error("unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns), `overflow`, `last_event_id` and `epoch`")]
     UnknownParam(String),
 }
 
@@ -95,9 +101,12 @@ pub fn accept(
     }
     let mut filter = Filter::all();
     let mut overflow = default;
+    let (mut last_event_id, mut epoch) = (None, None);
     for pair in query::pairs(&req.query) {
         let (name, value) = pair?;
         match &*name {
+            "last_event_id" => last_event_id = Some(value),
+            "epoch" => epoch = Some(value),
             "types" => filter = Filter::parse_list(&value)?,
             "overflow" => {
                 overflow = value.parse()?;
@@ -117,6 +126,7 @@ pub fn accept(
         accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
         filter,
         overflow,
+        resume: Position::from_parts(last_event_id.as_deref(), epoch.as_deref())?,
     })
 }
 

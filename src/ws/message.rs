@@ -2,8 +2,10 @@
 //! notices the server sends. Pure functions; [`parse_op`] is fuzzed.
 //!
 //! Client → server: `ack` (`id`), `subscribe` / `unsubscribe` (`types`: a list of patterns),
-//! `publish` (the event's own fields; with `ref`, the server answers `published`).
-//! Server → client: `welcome`, `published`, `subscribed`, `dropped`, `error`.
+//! `publish` (the event's own fields; with `ref`, the server answers `published`), `resume`
+//! (`last_event_id`, optional `epoch`: start over from there, see [`crate::resume`]).
+//! Server → client: `welcome`, `published`, `subscribed`, `dropped`, `gap`, `backlog`,
+//! `closing`, `error`.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -13,6 +15,7 @@ use serde_json::{json, Value};
 use super::frame::{self, OpCode};
 use crate::event::{Priority, WireEvent};
 use crate::policy::Policy;
+use crate::resume::{Position, Start};
 
 /// A parsed client message.
 #[derive(Debug)]
@@ -38,6 +41,8 @@ pub enum ClientOp {
     },
     /// Publish an event.
     Publish(WireEvent),
+    /// Start over from a position: replay what followed it, then continue live.
+    Resume(Position),
 }
 
 /// A client message the server could not act on; answered with an `error` notice.
@@ -63,6 +68,17 @@ struct AckMsg {
     #[allow(dead_code)]
     op: String,
     id: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeMsg {
+    #[allow(dead_code)]
+    op: String,
+    /// A number, or a string `N` / `E:N`.
+    last_event_id: Value,
+    #[serde(default)]
+    epoch: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -114,12 +130,28 @@ pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
         Some("publish") => Ok(ClientOp::Publish(
             serde_json::from_slice(text).map_err(shape)?,
         )),
+        Some("resume") => {
+            let m: ResumeMsg = serde_json::from_slice(text).map_err(shape)?;
+            let id = match &m.last_event_id {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => {
+                    return Err(fail(
+                        "bad `resume` message: last_event_id must be a number or a string".into(),
+                    ))
+                }
+            };
+            let epoch = m.epoch.map(|e| e.to_string());
+            Position::from_parts(Some(&id), epoch.as_deref())
+                .map(|p| ClientOp::Resume(p.expect("an id was given")))
+                .map_err(|e| fail(format!("bad `resume` message: {e}")))
+        }
         Some(other) => Err(fail(format!(
-            "unknown op {:?}: use ack, subscribe, unsubscribe or publish",
+            "unknown op {:?}: use ack, subscribe, unsubscribe, publish or resume",
             other.chars().take(32).collect::<String>()
         ))),
         None => Err(fail(
-            "message has no `op`: use ack, subscribe, unsubscribe or publish".into(),
+            "message has no `op`: use ack, subscribe, unsubscribe, publish or resume".into(),
         )),
     }
 }
@@ -135,12 +167,31 @@ fn reference_value(reference: Option<&RawValue>) -> Value {
 }
 
 /// `{"op":"welcome",…}`: the subscription is live; every event after `last_id` that matches
-/// the filter will be delivered (or reported as dropped).
-pub fn welcome(connection_id: u64, last_id: u64, types: &[String], overflow: Policy) -> Bytes {
-    text(json!({
-        "op": "welcome", "connection_id": connection_id, "last_id": last_id,
+/// the filter will be delivered (or reported as dropped, or as a `gap` when it is past
+/// retention). `recovered` says whether a resume got everything it asked for; when not,
+/// `reason` says why (`not_asked`, `other_epoch`, `unknown_id`, `gap`).
+pub fn welcome(
+    connection_id: u64,
+    epoch: u64,
+    start: &Start,
+    types: &[String],
+    overflow: Policy,
+) -> Bytes {
+    let mut v = json!({
+        "op": "welcome", "connection_id": connection_id, "epoch": epoch,
+        "recovered": start.recovered.is_ok(), "last_id": start.last_id,
         "types": types, "overflow": overflow.as_str(),
-    }))
+    });
+    if let Err(why) = start.recovered {
+        v["reason"] = why.as_str().into();
+    }
+    text(v)
+}
+
+/// `{"op":"gap","from":A,"to":B}`: events `A..=B` existed but are no longer retained; what
+/// follows is what was.
+pub fn gap(from: u64, to: u64) -> Bytes {
+    text(json!({"op": "gap", "from": from, "to": to}))
 }
 
 /// `{"op":"published","ref":…,"id":N}`.

@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::event::{Filter, Pattern};
 use crate::outbox::Outbox;
 use crate::policy::Policy;
+use crate::resume::{Position, Start};
 
 /// What the I/O layer must do after feeding the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct WsSession {
     filter: Filter,
     /// Set when a subscribe/unsubscribe changed the filter: the old one, for the router.
     replaced_filter: Option<Filter>,
+    /// A `resume` message asked to start over from here (for the I/O layer, which owns the
+    /// log cursor).
+    resume: Option<Position>,
     inbuf: Vec<u8>,
     /// A fragmented text message being reassembled.
     message: Option<Vec<u8>>,
@@ -64,6 +68,7 @@ impl WsSession {
             id,
             filter,
             replaced_filter: None,
+            resume: None,
             inbuf: Vec::new(),
             message: None,
             last_input: now,
@@ -89,6 +94,11 @@ impl WsSession {
         self.replaced_filter.take()
     }
 
+    /// The position a `resume` message asked for since the last call, if any.
+    pub fn take_resume(&mut self) -> Option<Position> {
+        self.resume.take()
+    }
+
     /// Events discarded by closing since the last call (for `events.dropped`).
     pub fn take_discarded(&mut self) -> u64 {
         std::mem::take(&mut self.discarded)
@@ -99,9 +109,10 @@ impl WsSession {
         self.state == State::Open
     }
 
-    /// The welcome notice: events after `last_id` will be delivered.
-    pub fn welcome(&self, last_id: u64, overflow: Policy) -> Bytes {
-        message::welcome(self.id, last_id, &self.types(), overflow)
+    /// The welcome notice: where delivery starts in `epoch`, and whether a resume
+    /// recovered everything.
+    pub fn welcome(&self, epoch: u64, start: &Start, overflow: Policy) -> Bytes {
+        message::welcome(self.id, epoch, start, &self.types(), overflow)
     }
 
     fn types(&self) -> Vec<String> {
@@ -249,6 +260,10 @@ impl WsSession {
             Err(e) => Some(message::error(e.reference.as_deref(), &e.message)),
             // Acknowledged delivery is not enabled on any subscription yet: nothing to track.
             Ok(ClientOp::Ack { .. }) => None,
+            Ok(ClientOp::Resume(position)) => {
+                self.resume = Some(position);
+                None
+            }
             Ok(ClientOp::Subscribe { types, reference }) => {
                 Some(self.change_filter(&types, true, reference.as_deref()))
             }

@@ -15,4 +15,5 @@ mod metrics;
 mod otlp;
 mod policies;
 mod publish;
+mod resume;
 mod trace;
