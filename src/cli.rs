@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// Seconds to wait for the client's close frame after the server closes.
     #[arg(long, default_value_t = 5.0)]
     pub close_timeout: f64,
+    /// Seconds shutdown (SIGTERM, SIGINT, `Bridge::shutdown`) lets queued events reach
+    /// their clients, with no new connections or events taken, before closing every
+    /// WebSocket with 1001 and the last id delivered to it (so it can resume elsewhere);
+    /// 0 closes at once.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_timeout: f64,
     /// Seconds a subscriber's socket may take no bytes, with output waiting, before the
     /// connection is evicted (counted in `evicted.write_stall`).
     #[arg(long, default_value_t = 10.0)]
@@ -203,6 +209,7 @@ impl ServeArgs {
             ping_interval: seconds("ping-interval", self.ping_interval)?,
             idle_timeout: seconds("idle-timeout", self.idle_timeout)?,
             close_timeout: seconds("close-timeout", self.close_timeout)?,
+            drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
             write_stall_timeout: seconds("write-stall-timeout", self.write_stall_timeout)?,
             max_failed_writes: self.max_failed_writes,
             subscriber_timeout: Duration::from_millis(self.subscriber_timeout_ms),
@@ -242,6 +249,7 @@ mod tests {
         assert_eq!(cfg.idle_timeout, def.idle_timeout);
         assert_eq!(cfg.ping_interval, def.ping_interval);
         assert_eq!(cfg.close_timeout, def.close_timeout);
+        assert_eq!(cfg.drain_timeout, def.drain_timeout);
         assert_eq!(cfg.max_connections, def.max_connections);
         assert_eq!(cfg.write_stall_timeout, def.write_stall_timeout);
         assert_eq!(cfg.max_failed_writes, def.max_failed_writes);

@@ -55,6 +55,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Time to wait for the client's close frame (and for output to drain) after closing.
     pub close_timeout: Duration,
+    /// At shutdown, how long queued events may take to reach their clients before every
+    /// connection is closed (1001, with the last id delivered). Zero closes at once.
+    pub drain_timeout: Duration,
     /// A connection whose socket takes no bytes for this long, with output waiting, is
     /// evicted (`ws.evicted`, reason `write_stall`).
     pub write_stall_timeout: Duration,
@@ -103,6 +106,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
             write_stall_timeout: Duration::from_secs(10),
             max_failed_writes: 3,
             subscriber_timeout: Duration::from_millis(250),

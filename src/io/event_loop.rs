@@ -38,7 +38,6 @@ use crate::outbox::{Progress, Push, Stamp};
 use crate::policy::Policy;
 use crate::resume::{self, LogView, Position, Unrecovered};
 use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName};
-use crate::ws::frame::CloseCode;
 use crate::ws::message;
 use crate::ws::session::{WsSession, WsStep};
 
@@ -53,8 +52,8 @@ const ROUTE_BATCH: usize = 4096;
 const READ_BUDGET: usize = 16;
 /// Per-thread read buffer; connections keep only what a partial message needs.
 const READ_BUF: usize = 64 * 1024;
-/// How long shutdown waits for close frames to drain.
-const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+/// How long shutdown waits for the final close frames to go out (after `--drain-timeout`).
+const SHUTDOWN_CLOSE: Duration = Duration::from_millis(500);
 /// How often a thread with an answer waiting looks for the other threads' census reports.
 const ASK_POLL: Duration = Duration::from_millis(1);
 
@@ -71,7 +70,8 @@ pub struct EventLoop {
     index: usize,
     engine: Arc<Engine>,
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once shutdown began: new connections are refused.
+    listener: Option<TcpListener>,
     conns: Slab<Connection>,
     router: Router,
     /// The next log sequence number to route.
@@ -128,7 +128,7 @@ impl EventLoop {
             index,
             engine,
             poll,
-            listener,
+            listener: Some(listener),
             conns: Slab::new(),
             router: Router::default(),
             cursor,
@@ -367,7 +367,10 @@ impl EventLoop {
     fn accept(&mut self) {
         self.accept_again = false;
         loop {
-            let (mut stream, _peer) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, _peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -817,37 +820,56 @@ impl EventLoop {
         self.replaying.retain(|k| *k != key);
     }
 
-    /// Closes every connection (WebSocket: 1001), drains briefly, and stops.
+    /// Graceful shutdown: stop accepting, routing and replaying; let what is queued reach
+    /// the clients for up to `--drain-timeout`; then close every connection (WebSocket: a
+    /// `closing` notice and 1001, both with the last id delivered), give the close frames
+    /// [`SHUTDOWN_CLOSE`] to go out, and stop.
     fn shutdown(mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let start = Instant::now();
+        self.drain_until(start + self.engine.config.drain_timeout);
         let now = Instant::now();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for &key in &keys {
             let conn = &mut self.conns[key];
-            match &mut conn.phase {
-                Phase::Ws(ws) => ws.close(
-                    CloseCode::GoingAway,
-                    "server shutting down",
-                    now,
-                    &mut conn.outbox,
-                ),
-                Phase::Http(_) => {}
+            if let Phase::Ws(ws) = &mut conn.phase {
+                ws.shut_down(now, &mut conn.outbox);
             }
             conn.finish_by = Some(now);
             self.after_ws(key, WsStep::Done, now);
             self.mark_dirty(key);
         }
         self.flush_dirty();
-        let deadline = now + SHUTDOWN_DRAIN;
-        let mut events = Events::with_capacity(256);
-        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| !c.outbox.is_empty()) {
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(20)));
-            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-            for key in keys {
-                self.flush(key);
-            }
-        }
+        self.drain_until(now + SHUTDOWN_CLOSE);
         for key in keys {
             self.remove(key);
+        }
+    }
+
+    /// Writes queued output until every outbox is empty or `deadline` passes; reads
+    /// nothing (input is not acted on during shutdown), and drops peers that went away.
+    fn drain_until(&mut self, deadline: Instant) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let keys: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.outbox.is_empty())
+                .map(|(k, _)| k)
+                .collect();
+            for &key in &keys {
+                self.flush(key);
+            }
+            let waiting = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !waiting || left.is_zero() {
+                return;
+            }
+            let _ = self
+                .poll
+                .poll(&mut events, Some(left.min(Duration::from_millis(20))));
         }
     }
 }

@@ -337,6 +337,15 @@ impl WsSession {
         true
     }
 
+    /// Graceful shutdown: a `closing` notice with the last id delivered, then close 1001
+    /// with that id in the reason too, so the client can resume on another server.
+    pub fn shut_down(&mut self, now: Instant, out: &mut Outbox) {
+        let last_id = out.last_delivered();
+        let notice = message::closing("server shutting down", last_id);
+        let reason = format!("server shutting down; last_id={last_id}");
+        self.close_with(Some(notice), CloseCode::GoingAway, &reason, now, out);
+    }
+
     fn close_with(
         &mut self,
         notice: Option<Bytes>,

@@ -112,7 +112,7 @@ fn serve_answers_and_sigterm_closes_clients_with_going_away() {
     assert!(status.success());
     assert_eq!(
         read_until_close(&mut raw),
-        (1001, "server shutting down".into())
+        (1001, "server shutting down; last_id=0".into())
     );
     assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
     let _ = std::fs::remove_dir_all(&dir);

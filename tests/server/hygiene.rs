@@ -91,12 +91,3 @@ fn connections_over_the_cap_get_503() {
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("connection limit of 2"));
 }
-
-#[test]
-fn shutdown_closes_subscribers_with_going_away() {
-    let bridge = server(|_| {});
-    let (mut ws, _) = subscribe(bridge.local_addr(), "");
-    let stopper = std::thread::spawn(move || bridge.shutdown());
-    assert_eq!(read_close(&mut ws).code, CloseCode::Away);
-    stopper.join().unwrap();
-}

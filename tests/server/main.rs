@@ -16,4 +16,5 @@ mod otlp;
 mod policies;
 mod publish;
 mod resume;
+mod shutdown;
 mod trace;
