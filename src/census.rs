@@ -33,6 +33,8 @@ pub const WAIT: Duration = Duration::from_secs(1);
 pub enum Transport {
     /// A WebSocket subscriber (`/ws/events`).
     WebSocket,
+    /// A Server-Sent Events subscriber (`/sse/events`).
+    Sse,
 }
 
 impl Transport {
@@ -40,6 +42,7 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
         }
     }
 }

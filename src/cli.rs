@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// subscriber only, counted, and reported to it in a `dropped` notice.
     #[arg(long, default_value_t = 2_000)]
     pub queue_capacity: usize,
-    /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 10); past
+    /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 50, the largest SSE record); past
     /// it the queue counts as full, whatever --queue-capacity says.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub queue_max_bytes: usize,

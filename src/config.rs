@@ -228,11 +228,14 @@ impl Config {
         if self.retention_age.is_some_and(|a| a.is_zero()) {
             return Err(ConfigError::Zero("retention-age"));
         }
-        if self.queue_max_bytes < largest_frame {
+        // An SSE record is the JSON with its `id:`/`data:` lines around it.
+        let largest_record = self.max_event_bytes
+            + crate::ws::frame::MAX_HEADER_LEN.max(crate::http::sse::MAX_RECORD_OVERHEAD);
+        if self.queue_max_bytes < largest_record {
             return Err(ConfigError::TooSmall(
                 "queue-max-bytes",
                 self.queue_max_bytes,
-                largest_frame,
+                largest_record,
             ));
         }
         if self.max_failed_writes == 0 {

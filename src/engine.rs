@@ -132,7 +132,8 @@ impl Engine {
                 "http_responses": self.http.snapshot()
                     .into_iter()
                     .collect::<std::collections::BTreeMap<_, _>>(),
-                "ws_connected_clients": s.ws_connected_clients, "connections": s.connections,
+                "ws_connected_clients": s.ws_connected_clients,
+                "sse_connected_clients": s.sse_connected_clients, "connections": s.connections,
                 "dlq_size": self.bus.dlq().depth(),
             },
             "rates_per_s": {"published": p, "delivered": d, "dropped": x},
@@ -149,6 +150,7 @@ impl Engine {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "connections": s.connections,
             "ws_connected_clients": s.ws_connected_clients,
+            "sse_connected_clients": s.sse_connected_clients,
             "last_event_id": self.bus.last_id(),
             "epoch": self.bus.epoch(),
             "io_threads": self.config.io_threads,

@@ -251,6 +251,11 @@ impl Outbox {
         }
     }
 
+    /// Changes how overflow episodes' notices are encoded (at the switch to a transport).
+    pub fn set_notice(&mut self, make_notice: fn(&Episode) -> Bytes) {
+        self.make_notice = make_notice;
+    }
+
     /// Changes the policy; only while no event is queued (at the WebSocket upgrade).
     pub fn set_policy(&mut self, policy: Policy) {
         debug_assert_eq!(

@@ -172,6 +172,8 @@ impl Sink {
     }
 
     /// Queues `job`, or gives it back with the reason.
+    // The refused job comes back whole so the caller can dead-letter it; a rare path.
+    #[allow(clippy::result_large_err)]
     fn offer(&self, job: Job) -> Result<(), (Job, String)> {
         let st = &self.state;
         st.pending.fetch_add(1, Ordering::AcqRel);

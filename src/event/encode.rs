@@ -125,6 +125,7 @@ impl Staged {
             trace_id: [(self.trace_id.0 >> 64) as u64, self.trace_id.0 as u64],
             sampled: self.sampled,
             frame,
+            sse: std::sync::OnceLock::new(),
             json_at: header_len as u8,
             type_at: (self.type_at - frame_at) as u32,
             type_len: self.type_len as u16,
@@ -156,6 +157,9 @@ pub struct Encoded {
     trace_id: [u64; 2],
     sampled: bool,
     frame: Bytes,
+    /// The Server-Sent Events record, made by the first I/O thread that needs one (so a
+    /// server without SSE subscribers never pays for it), then shared like the frame.
+    sse: std::sync::OnceLock<Bytes>,
     json_at: u8,
     type_at: u32,
     type_len: u16,
@@ -210,6 +214,15 @@ impl Encoded {
     /// The complete WebSocket text frame (header + JSON), shared by every subscriber.
     pub fn frame(&self) -> &Bytes {
         &self.frame
+    }
+
+    /// The event's Server-Sent Events record (`id: EPOCH:ID`, `data: JSON`), made once.
+    pub fn sse_record(&self, epoch: u64) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                crate::http::sse::event_record(epoch, self.id, &self.frame[self.json_at as usize..])
+            })
+            .clone()
     }
 
     /// The event's JSON object (shares the frame's memory).

@@ -13,3 +13,4 @@ pub mod response;
 pub mod routes;
 pub mod session;
 pub mod spans;
+pub mod sse;

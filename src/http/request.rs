@@ -40,6 +40,8 @@ pub struct Request {
     pub ws_key: Option<String>,
     /// `Sec-WebSocket-Version`.
     pub ws_version: Option<String>,
+    /// `Last-Event-ID` (what a reconnecting `EventSource` sends).
+    pub last_event_id: Option<String>,
 }
 
 impl Request {
@@ -166,6 +168,8 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)
             req.ws_key = Some(String::from_utf8_lossy(h.value).trim().to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             req.ws_version = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            req.last_event_id = Some(String::from_utf8_lossy(h.value).trim().to_owned());
         }
     }
     Ok(Some((req, head_len)))

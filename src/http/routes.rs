@@ -10,7 +10,7 @@ use super::{dlq, spans};
 use crate::engine::Engine;
 use crate::event::parse_publish_body;
 use crate::metrics::prometheus;
-use crate::ws::handshake::{self, Upgrade};
+use crate::ws::handshake::{self, Subscription, Upgrade};
 
 /// The outcome of routing one request.
 #[derive(Debug)]
@@ -19,12 +19,14 @@ pub enum Routed {
     Respond(Response),
     /// Switch the connection to WebSocket.
     Upgrade(Upgrade),
+    /// Stream Server-Sent Events for this subscription.
+    Sse(Subscription),
     /// The answer needs every I/O thread's census report: the I/O layer gathers them and
     /// answers with [`connections::answer`].
     Ask(Ask),
 }
 
-const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T, GET /connections?limit=N&state=S, GET /connections/{id}/recent";
+const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /sse/events (Server-Sent Events), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T, GET /connections?limit=N&state=S, GET /connections/{id}/recent";
 
 /// Routes `req` with its complete `body`.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
@@ -68,6 +70,16 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             }
         }
         ("/ws/events", _) => allow("GET"),
+        ("/sse/events", "GET") => match handshake::subscription(
+            &req.query,
+            req.last_event_id.as_deref(),
+            engine.config.overflow,
+            &engine.config.allowed_overflow,
+        ) {
+            Ok(sub) => Routed::Sse(sub),
+            Err(e) => Routed::Respond(Response::error(400, &e.to_string())),
+        },
+        ("/sse/events", _) => allow("GET"),
         ("/dlq/summary", "GET") => Routed::Respond(dlq::summary(engine.bus.dlq())),
         ("/dlq/summary", _) => allow("GET"),
         ("/dlq/entries", "GET") => Routed::Respond(dlq::entries(engine.bus.dlq(), &req.query)),

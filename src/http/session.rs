@@ -12,7 +12,7 @@ use super::response::Response;
 use super::routes::{route, Routed};
 use crate::engine::Engine;
 use crate::outbox::Outbox;
-use crate::ws::handshake::{switching_protocols, Upgrade};
+use crate::ws::handshake::{switching_protocols, Subscription, Upgrade};
 
 /// What the I/O layer must do after feeding the session.
 #[derive(Debug)]
@@ -29,6 +29,9 @@ pub enum HttpStep {
         /// Input after the request head.
         leftover: Vec<u8>,
     },
+    /// The `GET /sse/events` response head is queued: the connection is now an event
+    /// stream for this subscription.
+    Sse(Subscription),
     /// The request needs every I/O thread's census report: gather them and call
     /// [`HttpSession::answer`]. Until then later requests wait, unparsed.
     Ask(Ask),
@@ -120,6 +123,13 @@ impl HttpSession {
                     if let Some(step) = self.respond(&resp, req.keep_alive, engine, out) {
                         return step;
                     }
+                }
+                Routed::Sse(sub) => {
+                    if out.push_control(super::sse::response_head()).is_err() {
+                        return self.overloaded(engine, out);
+                    }
+                    engine.http.count(200);
+                    return HttpStep::Sse(sub);
                 }
                 Routed::Ask(ask) => {
                     self.waiting = Some(req.keep_alive);

@@ -8,10 +8,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::event::Filter;
 use crate::http::session::HttpSession;
+use crate::http::sse::SseSession;
 use crate::outbox::{Episode, Outbox, Progress};
 use crate::policy::Policy;
-use crate::ws::message;
+use crate::ws::message::{self, Framing};
 use crate::ws::session::WsSession;
 
 /// Frames gathered into one `writev` (the kernel takes at most 1,024).
@@ -24,6 +26,8 @@ pub enum Phase {
     Http(HttpSession),
     /// After the upgrade.
     Ws(WsSession),
+    /// Streaming `GET /sse/events`.
+    Sse(SseSession),
 }
 
 /// An accepted connection, owned by one I/O thread.
@@ -73,8 +77,14 @@ fn peer_gone(e: &io::Error) -> bool {
     )
 }
 
-fn dropped_notice(e: &Episode) -> Bytes {
-    message::dropped(e.count, e.first_id, e.last_id, e.lane)
+/// The `dropped` notice of a WebSocket subscriber's overflow episode.
+pub(crate) fn dropped_notice(e: &Episode) -> Bytes {
+    message::dropped(Framing::WebSocket, e.count, e.first_id, e.last_id, e.lane)
+}
+
+/// The same for a Server-Sent Events subscriber.
+pub(crate) fn dropped_record(e: &Episode) -> Bytes {
+    message::dropped(Framing::Sse, e.count, e.first_id, e.last_id, e.lane)
 }
 
 impl Connection {
@@ -104,6 +114,41 @@ impl Connection {
             stalled_since: None,
             failed_writes: 0,
             last_write: None,
+        }
+    }
+
+    /// The subscription's filter (`None` before it subscribes: still HTTP).
+    pub fn filter(&self) -> Option<&Filter> {
+        match &self.phase {
+            Phase::Ws(ws) => Some(ws.filter()),
+            Phase::Sse(s) => Some(s.filter()),
+            Phase::Http(_) => None,
+        }
+    }
+
+    /// Whether it is a subscriber that may still be given events.
+    pub fn is_subscribed(&self) -> bool {
+        match &self.phase {
+            Phase::Ws(ws) => ws.is_open(),
+            Phase::Sse(s) => s.is_open(),
+            Phase::Http(_) => false,
+        }
+    }
+
+    /// The subscriber's connection id (0 while HTTP).
+    pub fn subscriber_id(&self) -> u64 {
+        match &self.phase {
+            Phase::Ws(ws) => ws.id(),
+            Phase::Sse(s) => s.id(),
+            Phase::Http(_) => 0,
+        }
+    }
+
+    /// How its notices are framed.
+    pub fn framing(&self) -> Framing {
+        match self.phase {
+            Phase::Sse(_) => Framing::Sse,
+            _ => Framing::WebSocket,
         }
     }
 

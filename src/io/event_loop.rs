@@ -24,7 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::connection::{Connection, FlushError, Phase};
+use super::connection::{dropped_record, Connection, FlushError, Phase};
 use super::router::Router;
 use crate::census::{self, ConnInfo, ConnState, Report, Transport};
 use crate::engine::Engine;
@@ -32,13 +32,14 @@ use crate::event::Encoded;
 use crate::http::connections::{self, Ask};
 use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
+use crate::http::sse::SseSession;
 use crate::log::Read;
 use crate::metrics::{DropReason, ResumeOutcome, ThreadCounters};
 use crate::outbox::{Progress, Push, Stamp};
 use crate::policy::Policy;
 use crate::resume::{self, LogView, Position, Unrecovered};
 use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName};
-use crate::ws::message;
+use crate::ws::message::{self, Framing};
 use crate::ws::session::{WsSession, WsStep};
 
 /// The waker's token.
@@ -226,11 +227,14 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if let Phase::Ws(ws) = &mut conn.phase {
-                if ws.disconnect_slow_consumer(now, &mut conn.outbox) {
-                    // Counted once, however often it overflowed in this batch.
-                    ThreadCounters::add(&counters.evicted_slow_consumer, 1);
-                }
+            let closed = match &mut conn.phase {
+                Phase::Ws(ws) => ws.disconnect_slow_consumer(now, &mut conn.outbox),
+                Phase::Sse(s) => s.is_open() && self.end_sse(key, "slow consumer", now),
+                Phase::Http(_) => false,
+            };
+            if closed {
+                // Counted once, however often it overflowed in this batch.
+                ThreadCounters::add(&counters.evicted_slow_consumer, 1);
             }
             self.after_ws(key, WsStep::Continue, now);
             self.mark_dirty(key);
@@ -239,15 +243,43 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if let Phase::Ws(ws) = &conn.phase {
+            if let Some(filter) = conn.filter() {
                 if conn.routed {
-                    self.router.remove(key, ws.filter());
+                    self.router.remove(key, filter);
                     conn.routed = false;
                 }
                 self.replaying.push(key);
             }
         }
         more
+    }
+
+    /// Ends Server-Sent Events stream `key` with a `closing` record; returns whether it was
+    /// open.
+    fn end_sse(&mut self, key: usize, reason: &str, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Phase::Sse(s) = &mut conn.phase else {
+            return false;
+        };
+        if !s.is_open() {
+            return false;
+        }
+        let discarded = s.close(reason, &mut conn.outbox);
+        if conn.routed {
+            self.router.remove(key, s.filter());
+            conn.routed = false;
+        }
+        conn.replay_next = None;
+        conn.finish_by
+            .get_or_insert(now + self.engine.config.close_timeout);
+        self.engine
+            .counters
+            .thread(self.index)
+            .drop_events(DropReason::Closed, discarded);
+        self.mark_dirty(key);
+        true
     }
 
     fn route_batch(
@@ -260,8 +292,9 @@ impl EventLoop {
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
             let overflow = (&mut self.overflowed, &mut self.fell_behind);
+            let epoch = self.engine.bus.epoch();
             match log.read(cursor, |ev| {
-                route_event(ev, router, conns, dirty, overflow, counters, now)
+                route_event(ev, router, conns, dirty, overflow, counters, (now, epoch))
             }) {
                 Read::Ready(()) => self.cursor += 1,
                 Read::Pending => return false,
@@ -449,6 +482,8 @@ impl EventLoop {
             let http_step = match &mut conn.phase {
                 Phase::Http(http) => Some(http.on_input(data, now, &engine, &mut conn.outbox)),
                 Phase::Ws(_) => None,
+                // An event stream takes no input; what the client sends is discarded.
+                Phase::Sse(_) => continue,
             };
             match http_step {
                 None => self.feed_ws(key, data, now),
@@ -482,6 +517,19 @@ impl EventLoop {
                 if !leftover.is_empty() {
                     self.feed_ws(key, &leftover, now);
                 }
+            }
+            HttpStep::Sse(sub) => {
+                let s = SseSession::new(engine.next_connection_id(), sub.filter);
+                conn.outbox.set_policy(sub.overflow);
+                conn.outbox.set_notice(dropped_record);
+                conn.phase = Phase::Sse(s);
+                conn.linger = false;
+                engine
+                    .counters
+                    .thread(self.index)
+                    .sse_clients
+                    .fetch_add(1, Ordering::Relaxed);
+                self.start_delivery(key, sub.resume);
             }
             HttpStep::Ask(ask) => {
                 let generation = engine.census.request();
@@ -542,11 +590,11 @@ impl EventLoop {
             ..Report::default()
         };
         for (_, conn) in &self.conns {
-            let Phase::Ws(ws) = &conn.phase else {
+            let Some(filter) = conn.filter() else {
                 report.http_connections += 1;
                 continue;
             };
-            let state = if conn.finish_by.is_some() || !ws.is_open() {
+            let state = if conn.finish_by.is_some() || !conn.is_subscribed() {
                 ConnState::Closing
             } else if conn.replay_next.is_some() {
                 ConnState::Replaying
@@ -556,15 +604,13 @@ impl EventLoop {
                 ConnState::Ok
             };
             report.conns.push(ConnInfo {
-                id: ws.id(),
+                id: conn.subscriber_id(),
                 remote: conn.stream.peer_addr().ok(),
-                transport: Transport::WebSocket,
-                filters: ws
-                    .filter()
-                    .patterns()
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect(),
+                transport: match conn.framing() {
+                    Framing::WebSocket => Transport::WebSocket,
+                    Framing::Sse => Transport::Sse,
+                },
+                filters: filter.patterns().iter().map(|p| p.to_string()).collect(),
                 policy: conn.outbox.policy(),
                 queue_depth: conn.outbox.queued_events(),
                 queued_bytes: conn.outbox.queued_bytes(),
@@ -632,9 +678,9 @@ impl EventLoop {
         }
     }
 
-    /// Starts delivering to WebSocket connection `key` from where `asked` says (live when
-    /// `None`): a `welcome`, a `gap` notice if part of it is past retention, then a replay
-    /// from the log or straight to live routing.
+    /// Starts delivering to subscriber `key` (WebSocket or SSE) from where `asked` says
+    /// (live when `None`): a `welcome`, a `gap` notice if part of it is past retention,
+    /// then a replay from the log or straight to live routing.
     fn start_delivery(&mut self, key: usize, asked: Option<Position>) {
         let engine = Arc::clone(&self.engine);
         let log = engine.bus.log();
@@ -648,8 +694,11 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Phase::Ws(ws) = &mut conn.phase else {
-            return;
+        let policy = conn.outbox.policy();
+        let welcome = match &conn.phase {
+            Phase::Ws(ws) => ws.welcome(view.epoch, &start, policy),
+            Phase::Sse(s) => s.welcome(view.epoch, &start, policy),
+            Phase::Http(_) => return,
         };
         let counters = engine.counters.thread(self.index);
         let outcome = match start.recovered {
@@ -663,11 +712,10 @@ impl EventLoop {
             ThreadCounters::add(&counters.resumes[o as usize], 1);
         }
         // Best effort, like every control frame: a full control lane closes the session.
-        let _ = conn
-            .outbox
-            .push_control(ws.welcome(view.epoch, &start, conn.outbox.policy()));
+        let _ = conn.outbox.push_control(welcome);
         if let Some((from, to)) = start.gap {
-            conn.outbox.push_notice(message::gap(from, to));
+            conn.outbox
+                .push_notice(message::gap(conn.framing(), from, to));
             ThreadCounters::add(&counters.gap_notices, 1);
         }
         if start.next < self.cursor {
@@ -676,7 +724,9 @@ impl EventLoop {
         } else {
             // Events up to `next - 1` are delivered or not wanted (the id may be ahead of
             // this thread's cursor when another thread delivered it).
-            self.router.add(key, ws.filter());
+            if let Some(filter) = conn.filter() {
+                self.router.add(key, filter);
+            }
             conn.routed = true;
             conn.last_routed = start.next - 1;
         }
@@ -699,13 +749,14 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            match replay_into(conn, log, self.cursor, &mut budget, counters) {
+            let epoch = engine.bus.epoch();
+            match replay_into(conn, log, (self.cursor, epoch), &mut budget, counters) {
                 Replayed::CaughtUp => {
-                    let Phase::Ws(ws) = &conn.phase else {
+                    let next = conn.replay_next.take().unwrap_or(self.cursor);
+                    let Some(filter) = conn.filter() else {
                         continue;
                     };
-                    let next = conn.replay_next.take().unwrap_or(self.cursor);
-                    self.router.add(key, ws.filter());
+                    self.router.add(key, filter);
                     conn.routed = true;
                     conn.last_routed = next - 1;
                 }
@@ -772,6 +823,13 @@ impl EventLoop {
                     }
                 }
                 Phase::Ws(ws) => ws_steps.push((key, ws.on_tick(now, &engine, &mut conn.outbox))),
+                Phase::Sse(s) => {
+                    let every = engine.config.ping_interval;
+                    s.on_tick(now, conn.last_write, every, &mut conn.outbox);
+                    if !conn.outbox.is_empty() {
+                        closed_http.push(key); // just to be flushed
+                    }
+                }
             }
         }
         for (key, step) in ws_steps {
@@ -802,15 +860,22 @@ impl EventLoop {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let counters = self.engine.counters.thread(self.index);
-        if let Phase::Ws(ws) = &mut conn.phase {
-            if conn.routed {
-                self.router.remove(key, ws.filter());
+        if conn.routed {
+            if let Some(filter) = conn.filter() {
+                self.router.remove(key, filter);
             }
-            counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
-            counters.drop_events(
-                DropReason::Closed,
-                ws.take_discarded() + conn.outbox.queued_events() as u64,
-            );
+        }
+        let queued = conn.outbox.queued_events() as u64;
+        match &mut conn.phase {
+            Phase::Ws(ws) => {
+                counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
+                counters.drop_events(DropReason::Closed, ws.take_discarded() + queued);
+            }
+            Phase::Sse(_) => {
+                counters.sse_clients.fetch_sub(1, Ordering::Relaxed);
+                counters.drop_events(DropReason::Closed, queued);
+            }
+            Phase::Http(_) => {}
         }
         counters.connections.fetch_sub(1, Ordering::Relaxed);
         self.engine.close_connection();
@@ -833,6 +898,7 @@ impl EventLoop {
         let now = Instant::now();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for &key in &keys {
+            self.end_sse(key, "server shutting down", now);
             let conn = &mut self.conns[key];
             if let Phase::Ws(ws) = &mut conn.phase {
                 ws.shut_down(now, &mut conn.outbox);
@@ -881,10 +947,7 @@ fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) 
     let Read::Ready(trace_id) = engine.bus.log().read(p.sampled, |ev| ev.trace_id()) else {
         return;
     };
-    let connection_id = match &conn.phase {
-        Phase::Ws(ws) => ws.id(),
-        Phase::Http(_) => 0,
-    };
+    let connection_id = conn.subscriber_id();
     engine.bus.tracer().record(
         SpanName::WsWrite,
         trace_id,
@@ -905,17 +968,18 @@ fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) 
 fn replay_into(
     conn: &mut Connection,
     log: &crate::log::EventLog<Encoded>,
-    live_from: u64,
+    (live_from, epoch): (u64, u64),
     budget: &mut usize,
     counters: &ThreadCounters,
 ) -> Replayed {
-    let Phase::Ws(ws) = &conn.phase else {
+    let (filter, framing) = match &conn.phase {
+        Phase::Ws(ws) if ws.is_open() => (ws.filter(), Framing::WebSocket),
+        Phase::Sse(s) if s.is_open() => (s.filter(), Framing::Sse),
+        _ => return Replayed::Over,
+    };
+    let Some(mut next) = conn.replay_next else {
         return Replayed::Over;
     };
-    let Some(mut next) = conn.replay_next.filter(|_| ws.is_open()) else {
-        return Replayed::Over;
-    };
-    let filter = ws.filter();
     let mut replayed = 0;
     let outcome = loop {
         if next >= live_from {
@@ -929,9 +993,13 @@ fn replay_into(
         }
         *budget -= 1;
         let found = log.read(next, |ev| {
-            filter
-                .matches(ev.event_type())
-                .then(|| (ev.frame().clone(), ev.priority()))
+            filter.matches(ev.event_type()).then(|| {
+                let frame = match framing {
+                    Framing::WebSocket => ev.frame().clone(),
+                    Framing::Sse => ev.sse_record(epoch),
+                };
+                (frame, ev.priority())
+            })
         });
         match found {
             Read::Ready(Some((frame, priority))) => {
@@ -948,7 +1016,7 @@ fn replay_into(
             Read::Ready(None) => next += 1,
             Read::Lapped { resume_at } => {
                 let to = resume_at.min(live_from) - 1;
-                conn.outbox.push_notice(message::gap(next, to));
+                conn.outbox.push_notice(message::gap(framing, next, to));
                 ThreadCounters::add(&counters.gap_notices, 1);
                 next = to + 1;
             }
@@ -971,7 +1039,7 @@ fn route_event(
     dirty: &mut Vec<usize>,
     (overflowed, fell_behind): (&mut Vec<usize>, &mut Vec<usize>),
     counters: &ThreadCounters,
-    now: Instant,
+    (now, epoch): (Instant, u64),
 ) {
     let id = ev.id();
     let mut lost = 0;
@@ -982,7 +1050,11 @@ fn route_event(
         if conn.last_routed >= id || conn.replay_next.is_some() {
             return;
         }
-        if conn.outbox.policy() == Policy::CatchUp && !conn.outbox.fits_event(ev.frame().len()) {
+        let frame = match conn.phase {
+            Phase::Sse(_) => ev.sse_record(epoch),
+            _ => ev.frame().clone(),
+        };
+        if conn.outbox.policy() == Policy::CatchUp && !conn.outbox.fits_event(frame.len()) {
             // Nothing is dropped: it reads the log from here at its own pace.
             conn.replay_next = Some(id);
             fell_behind.push(key);
@@ -991,7 +1063,7 @@ fn route_event(
         conn.last_routed = id;
         let push = conn
             .outbox
-            .push_event_at(ev.frame().clone(), id, ev.priority(), ev.stamp());
+            .push_event_at(frame, id, ev.priority(), ev.stamp());
         if push.lost() > 0 {
             lost += push.lost();
             for (counter, n) in counters
@@ -1006,7 +1078,8 @@ fn route_event(
             Push::Queued | Push::Evicted { .. } => {
                 if let Some(queued) = conn.outbox.check_backlog(now) {
                     // Best effort: a full control lane means the client reads nothing anyway.
-                    let _ = conn.outbox.push_control(message::backlog(queued));
+                    let notice = message::backlog(conn.framing(), queued);
+                    let _ = conn.outbox.push_control(notice);
                 }
                 if !conn.dirty {
                     conn.dirty = true;

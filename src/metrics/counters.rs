@@ -15,6 +15,8 @@ pub struct ThreadCounters {
     pub dropped: AtomicU64,
     /// Open WebSocket subscribers on this thread (`ws.connected_clients`).
     pub ws_clients: AtomicI64,
+    /// Open Server-Sent Events subscribers on this thread.
+    pub sse_clients: AtomicI64,
     /// Open connections of any kind on this thread.
     pub connections: AtomicI64,
     /// Connections evicted because their socket made no write progress (`ws.evicted`,
@@ -156,6 +158,8 @@ pub struct Snapshot {
     pub dropped: u64,
     /// Open WebSocket subscribers.
     pub ws_connected_clients: u64,
+    /// Open Server-Sent Events subscribers.
+    pub sse_connected_clients: u64,
     /// Open connections of any kind.
     pub connections: u64,
     /// Evictions by reason.
@@ -241,7 +245,7 @@ impl Counters {
             published,
             ..Snapshot::default()
         };
-        let mut conns = 0i64;
+        let (mut conns, mut sse) = (0i64, 0i64);
         for t in self.threads.iter() {
             s.delivered += t.delivered.load(Ordering::Relaxed);
             s.dropped += t.dropped.load(Ordering::Relaxed);
@@ -266,9 +270,11 @@ impl Counters {
             s.resumes.other_epoch += resumes(ResumeOutcome::OtherEpoch);
             s.resumes.unknown_id += resumes(ResumeOutcome::UnknownId);
             conns += t.connections.load(Ordering::Relaxed);
+            sse += t.sse_clients.load(Ordering::Relaxed);
         }
         s.ws_connected_clients = self.ws_connected_clients();
         s.connections = conns.max(0) as u64;
+        s.sse_connected_clients = sse.max(0) as u64;
         s
     }
 }

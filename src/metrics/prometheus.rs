@@ -172,6 +172,12 @@ pub fn render(r: &Report<'_>) -> String {
         c.ws_connected_clients as f64,
     );
     o.one(
+        "sse_connected_clients",
+        "gauge",
+        "Open Server-Sent Events subscribers (GET /sse/events).",
+        c.sse_connected_clients as f64,
+    );
+    o.one(
         "connections",
         "gauge",
         "Open connections of any kind.",

@@ -49,7 +49,7 @@ pub enum HandshakeError {
     #[error("overflow={0} is not allowed on this server; allowed: {1}")]
     PolicyNotAllowed(Policy, String),
     /// A parameter that this endpoint does not know (or does not support yet).
-    #[error("unknown query parameter {0:?}: /ws/events accepts `types` (comma-separated patterns), `overflow`, `last_event_id` and `epoch`")]
+    #[error("unknown query parameter {0:?}: this endpoint accepts `types` (comma-separated patterns), `overflow`, `last_event_id` and `epoch`")]
     UnknownParam(String),
 }
 
@@ -99,10 +99,40 @@ pub fn accept(
     if !valid {
         return Err(HandshakeError::Key);
     }
+    let sub = subscription(&req.query, None, default, allowed)?;
+    Ok(Upgrade {
+        accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        filter: sub.filter,
+        overflow: sub.overflow,
+        resume: sub.resume,
+    })
+}
+
+/// What a subscription asks for, on either transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `types=` (everything when absent).
+    pub filter: Filter,
+    /// `overflow=` (`default` when absent).
+    pub overflow: Policy,
+    /// `last_event_id=` (with `epoch=`), or `last_event_id_header` when given: `None` for
+    /// live only.
+    pub resume: Option<Position>,
+}
+
+/// Reads a subscription's query parameters (`types`, `overflow` within `allowed`,
+/// `last_event_id`, `epoch`). A `Last-Event-ID` header (`last_event_id_header`) wins over
+/// the query: a reconnecting `EventSource` sends it, newer than its URL.
+pub fn subscription(
+    q: &str,
+    last_event_id_header: Option<&str>,
+    default: Policy,
+    allowed: &[Policy],
+) -> Result<Subscription, HandshakeError> {
     let mut filter = Filter::all();
     let mut overflow = default;
     let (mut last_event_id, mut epoch) = (None, None);
-    for pair in query::pairs(&req.query) {
+    for pair in query::pairs(q) {
         let (name, value) = pair?;
         match &*name {
             "last_event_id" => last_event_id = Some(value),
@@ -122,11 +152,15 @@ pub fn accept(
             }
         }
     }
-    Ok(Upgrade {
-        accept: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+    // The header (SSE ids are `E:N`) stands alone: the URL's epoch may be older.
+    let resume = match last_event_id_header {
+        Some(h) => Some(Position::parse(h)?),
+        None => Position::from_parts(last_event_id.as_deref(), epoch.as_deref())?,
+    };
+    Ok(Subscription {
         filter,
         overflow,
-        resume: Position::from_parts(last_event_id.as_deref(), epoch.as_deref())?,
+        resume,
     })
 }
 

@@ -160,6 +160,24 @@ fn text(value: Value) -> Bytes {
     frame::encode(OpCode::Text, value.to_string().as_bytes())
 }
 
+/// How a subscriber's notices are framed: a WebSocket text message, or a Server-Sent
+/// Events record named for its `op` (`event: gap`), so `EventSource` listeners can pick
+/// them apart from events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// A WebSocket text frame of the JSON.
+    WebSocket,
+    /// `event: OP` / `data: JSON`.
+    Sse,
+}
+
+fn notice(framing: Framing, op: &str, value: Value) -> Bytes {
+    match framing {
+        Framing::WebSocket => text(value),
+        Framing::Sse => crate::http::sse::record(op, &value.to_string()),
+    }
+}
+
 fn reference_value(reference: Option<&RawValue>) -> Value {
     reference
         .and_then(|r| serde_json::from_str(r.get()).ok())
@@ -171,6 +189,7 @@ fn reference_value(reference: Option<&RawValue>) -> Value {
 /// retention). `recovered` says whether a resume got everything it asked for; when not,
 /// `reason` says why (`not_asked`, `other_epoch`, `unknown_id`, `gap`).
 pub fn welcome(
+    framing: Framing,
     connection_id: u64,
     epoch: u64,
     start: &Start,
@@ -185,13 +204,13 @@ pub fn welcome(
     if let Err(why) = start.recovered {
         v["reason"] = why.as_str().into();
     }
-    text(v)
+    notice(framing, "welcome", v)
 }
 
 /// `{"op":"gap","from":A,"to":B}`: events `A..=B` existed but are no longer retained; what
 /// follows is what was.
-pub fn gap(from: u64, to: u64) -> Bytes {
-    text(json!({"op": "gap", "from": from, "to": to}))
+pub fn gap(framing: Framing, from: u64, to: u64) -> Bytes {
+    notice(framing, "gap", json!({"op": "gap", "from": from, "to": to}))
 }
 
 /// `{"op":"published","ref":…,"id":N}`.
@@ -211,24 +230,38 @@ pub fn error(reference: Option<&RawValue>, message: &str) -> Bytes {
 
 /// `{"op":"dropped","count":N,"first_id":A,"last_id":B}`: one per overflow episode, with
 /// `"lane"` under the priority policy.
-pub fn dropped(count: u64, first_id: u64, last_id: u64, lane: Option<Priority>) -> Bytes {
+pub fn dropped(
+    framing: Framing,
+    count: u64,
+    first_id: u64,
+    last_id: u64,
+    lane: Option<Priority>,
+) -> Bytes {
     let mut v = json!({"op": "dropped", "count": count, "first_id": first_id, "last_id": last_id});
     if let Some(lane) = lane {
         v["lane"] = lane.as_str().into();
     }
-    text(v)
+    notice(framing, "dropped", v)
 }
 
 /// `{"op":"backlog","queued":N}`: this connection's queue crossed its high-water mark;
 /// a UI can show "catching up".
-pub fn backlog(queued: usize) -> Bytes {
-    text(json!({"op": "backlog", "queued": queued}))
+pub fn backlog(framing: Framing, queued: usize) -> Bytes {
+    notice(
+        framing,
+        "backlog",
+        json!({"op": "backlog", "queued": queued}),
+    )
 }
 
 /// `{"op":"closing","reason":"…","last_id":N}`: the server is about to close; `last_id` is
 /// the last event this connection delivered, where the client can resume.
-pub fn closing(reason: &str, last_id: u64) -> Bytes {
-    text(json!({"op": "closing", "reason": reason, "last_id": last_id}))
+pub fn closing(framing: Framing, reason: &str, last_id: u64) -> Bytes {
+    notice(
+        framing,
+        "closing",
+        json!({"op": "closing", "reason": reason, "last_id": last_id}),
+    )
 }
 
 #[cfg(test)]
@@ -281,15 +314,17 @@ mod tests {
 
     #[test]
     fn notices_are_text_frames_of_json() {
-        let f = dropped(3, 10, 12, None);
+        let f = dropped(Framing::WebSocket, 3, 10, 12, None);
         assert_eq!(f[0], 0x81);
         let v: Value = serde_json::from_slice(&f[2..]).unwrap();
         assert_eq!(
             v,
             json!({"op":"dropped","count":3,"first_id":10,"last_id":12})
         );
-        let v: Value =
-            serde_json::from_slice(&dropped(1, 5, 5, Some(Priority::Bulk))[2..]).unwrap();
+        let v: Value = serde_json::from_slice(
+            &dropped(Framing::WebSocket, 1, 5, 5, Some(Priority::Bulk))[2..],
+        )
+        .unwrap();
         assert_eq!(v["lane"], "bulk");
         let r = RawValue::from_string("{\"k\":1}".into()).unwrap();
         let v: Value = serde_json::from_slice(&published(&r, 9)[2..]).unwrap();

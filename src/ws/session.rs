@@ -112,7 +112,14 @@ impl WsSession {
     /// The welcome notice: where delivery starts in `epoch`, and whether a resume
     /// recovered everything.
     pub fn welcome(&self, epoch: u64, start: &Start, overflow: Policy) -> Bytes {
-        message::welcome(self.id, epoch, start, &self.types(), overflow)
+        message::welcome(
+            message::Framing::WebSocket,
+            self.id,
+            epoch,
+            start,
+            &self.types(),
+            overflow,
+        )
     }
 
     fn types(&self) -> Vec<String> {
@@ -332,7 +339,11 @@ impl WsSession {
         if self.state != State::Open {
             return false;
         }
-        let notice = message::closing("slow consumer", out.last_delivered());
+        let notice = message::closing(
+            message::Framing::WebSocket,
+            "slow consumer",
+            out.last_delivered(),
+        );
         self.close_with(Some(notice), CloseCode::Policy, "slow consumer", now, out);
         true
     }
@@ -341,7 +352,7 @@ impl WsSession {
     /// with that id in the reason too, so the client can resume on another server.
     pub fn shut_down(&mut self, now: Instant, out: &mut Outbox) {
         let last_id = out.last_delivered();
-        let notice = message::closing("server shutting down", last_id);
+        let notice = message::closing(message::Framing::WebSocket, "server shutting down", last_id);
         let reason = format!("server shutting down; last_id={last_id}");
         self.close_with(Some(notice), CloseCode::GoingAway, &reason, now, out);
     }

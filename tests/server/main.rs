@@ -17,4 +17,5 @@ mod policies;
 mod publish;
 mod resume;
 mod shutdown;
+mod sse;
 mod trace;
