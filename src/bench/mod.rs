@@ -13,6 +13,7 @@
 mod client;
 mod frames;
 mod publisher;
+mod replay;
 mod subscribers;
 
 use std::net::{SocketAddr, TcpStream};
@@ -70,6 +71,12 @@ pub struct BenchArgs {
     /// Event type to publish (subscribers subscribe to it).
     #[arg(long, default_value = "bench.tick")]
     pub event_type: String,
+    /// Clients that connect when the measurement starts and resume from id 0, so the
+    /// server replays its whole retained log to them (`last_event_id`). With R > 0 the run
+    /// measures twice, without and then with them, and reports the replay's pace (from the
+    /// server's `replayed` total) beside the live subscribers' latency.
+    #[arg(long, default_value_t = 0)]
+    pub replayers: usize,
 }
 
 /// Why a bench run failed.
@@ -114,6 +121,8 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
     /// Server RSS growth during the measurement, KiB.
     pub server_rss_growth_kib: Option<i64>,
+    /// The replay to `--replayers`, if any.
+    pub replay: Option<replay::Outcome>,
 }
 
 fn proc_cpu_seconds(pid: u32) -> Option<f64> {
@@ -143,6 +152,26 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 
 /// Runs the bench described by `args` and prints its report.
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    if args.replayers > 0 && args.slow > 0 {
+        return Err(BenchError::Flag(
+            "--replayers and --slow each compare two phases: use one at a time".into(),
+        ));
+    }
+    if args.replayers > 0 {
+        let baseline_args = BenchArgs {
+            replayers: 0,
+            ..args.clone()
+        };
+        eprintln!("bench: phase 1 of 2: no replay");
+        let baseline = measure(&baseline_args)?;
+        eprintln!(
+            "bench: phase 2 of 2: {} clients resume from id 0 as it starts",
+            args.replayers
+        );
+        let with = measure(args)?;
+        print_comparison(args, &baseline, &with, "with replay");
+        return Ok(());
+    }
     if args.slow == 0 {
         let report = measure(args)?;
         print_report(args, &report);
@@ -159,7 +188,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         args.slow, args.subscribers
     );
     let slow = measure(args)?;
-    print_comparison(args, &baseline, &slow);
+    let label = format!("{} never reading", args.slow);
+    print_comparison(args, &baseline, &slow, &label);
     Ok(())
 }
 
@@ -279,6 +309,12 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     let rss0 = args.server_pid.and_then(proc_rss_kib);
     let (d0, n0, p0, t0) = (delivered(), notices(), published(), Instant::now());
     let end = t0 + Duration::from_secs_f64(args.duration);
+    let replayers = (args.replayers > 0).then(|| {
+        let (target, stop) = (target.clone(), Arc::clone(&stop));
+        let (n, event_type) = (args.replayers, args.event_type.clone());
+        let sources = (args.subscribers + args.publishers, args.source_addrs);
+        std::thread::spawn(move || replay::run(&target, n, &event_type, sources, end, stop))
+    });
     let (mut last_d, mut last_p, mut last_t) = (d0, p0, t0);
     while Instant::now() < end {
         std::thread::sleep(
@@ -303,6 +339,18 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     let cpu1 = args.server_pid.and_then(proc_cpu_seconds);
     let rss1 = args.server_pid.and_then(proc_rss_kib);
     stop.store(true, Ordering::Relaxed);
+    let replay = match replayers {
+        None => None,
+        Some(h) => {
+            let (outcome, readers) = h
+                .join()
+                .map_err(|_| BenchError::Client("replayer panicked".into()))??;
+            for r in readers {
+                let _ = r.join();
+            }
+            Some(outcome)
+        }
+    };
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     for h in pubs {
         h.join()
@@ -327,6 +375,7 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         server_cpu_s: cpu0.zip(cpu1).map(|(a, b)| b - a),
         server_rss_kib: rss1,
         server_rss_growth_kib: rss0.zip(rss1).map(|(a, b)| b as i64 - a as i64),
+        replay,
     })
 }
 
@@ -340,6 +389,10 @@ fn report_json(args: &BenchArgs, r: &Report, slow: usize) -> serde_json::Value {
         "delivered": r.delivered, "delivered_per_s": rate(r.delivered), "notices": r.notices,
         "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": r.latency.max(), "samples": r.latency.len()},
         "server": {"cpu_s": r.server_cpu_s, "rss_kib": r.server_rss_kib, "rss_growth_kib": r.server_rss_growth_kib},
+        "replay": r.replay.map(|o| json!({
+            "replayers": args.replayers, "replayed": o.replayed, "seconds": o.seconds,
+            "events_per_s": o.replayed as f64 / o.seconds.max(1e-9), "caught_up": o.caught_up,
+        })),
     })
 }
 
@@ -352,7 +405,7 @@ fn rate_label(args: &BenchArgs) -> String {
     }
 }
 
-fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
+fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report, label: &str) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let row = |name: &str, f: &dyn Fn(&Report) -> String| {
         println!("  {name:<28} {:>16} {:>16}", f(base), f(slow))
@@ -364,12 +417,12 @@ fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
         args.payload_bytes,
         rate_label(args)
     );
-    println!(
-        "  {:<28} {:>16} {:>16}",
-        "",
-        "0 never reading",
-        format!("{} never reading", args.slow)
-    );
+    let first = if args.slow > 0 {
+        "0 never reading"
+    } else {
+        "no replay"
+    };
+    println!("  {:<28} {:>16} {:>16}", "", first, label);
     row("published ev/s", &|r| {
         format!("{:.0}", r.published as f64 / r.seconds)
     });
@@ -393,9 +446,24 @@ fn print_comparison(args: &BenchArgs, base: &Report, slow: &Report) {
     row("server RSS growth KiB", &|r| {
         opt(r.server_rss_growth_kib.map(|v| v.to_string()))
     });
+    if let Some(r) = slow.replay {
+        let state = if r.caught_up { "" } else { " (not caught up)" };
+        println!(
+            "  replayed to {} clients      {} events in {:.3} s = {:.0} ev/s{state}",
+            args.replayers,
+            r.replayed,
+            r.seconds,
+            r.replayed as f64 / r.seconds.max(1e-9)
+        );
+    }
+    let second = if args.slow > 0 {
+        "with_slow"
+    } else {
+        "with_replay"
+    };
     println!(
         "{}",
-        json!({"baseline": report_json(args, base, 0), "with_slow": report_json(args, slow, args.slow)})
+        json!({"baseline": report_json(args, base, 0), second: report_json(args, slow, args.slow)})
     );
 }
 

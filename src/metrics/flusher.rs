@@ -94,7 +94,9 @@ impl History {
 pub fn run(engine: &Engine) {
     let start = Instant::now();
     let mut history = History {
-        last: engine.snapshot(),
+        // Zero, not a snapshot: this thread may start after the first events (a busy
+        // machine), and the series must still add up to the totals.
+        last: Snapshot::default(),
         last_at: start,
         seconds: VecDeque::with_capacity(SERIES_SECONDS),
     };

@@ -179,16 +179,23 @@ fn metrics_and_stats_agree_with_what_clients_received() {
         )
     );
     // The per-second series add up to the totals once a sample follows the last event.
-    assert!(eventually(Duration::from_secs(5), || {
-        let (_, s) = http_json(addr, "GET", "/stats", "");
-        let sum = |k: &str| -> u64 {
-            s["series"][k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .sum()
-        };
-        sum("published") == N && sum("delivered") == delivered && sum("dropped") == missed
-    }));
+    let mut last_sums = None;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let (_, s) = http_json(addr, "GET", "/stats", "");
+            let sum = |k: &str| -> u64 {
+                s["series"][k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .sum()
+            };
+            let sums = (sum("published"), sum("delivered"), sum("dropped"));
+            last_sums = Some(sums);
+            sums == (N, delivered, missed)
+        }),
+        "series sums {last_sums:?}, totals {:?}",
+        (N, delivered, missed)
+    );
 }
