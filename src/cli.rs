@@ -131,6 +131,17 @@ pub struct ServeArgs {
     /// evicted (counted in `evicted.write_errors`).
     #[arg(long, default_value_t = 3)]
     pub max_failed_writes: u32,
+    /// Seconds an `ack=critical|all` subscription has to acknowledge an event
+    /// (`{"op":"ack","id":N}`, cumulative) before it is sent again marked
+    /// `"redelivered":true`; redeliveries back off (1, 2, 4 timeouts) and after 3 the event
+    /// goes to the dead-letter queue with the connection id.
+    #[arg(long, default_value_t = 5.0)]
+    pub ack_timeout: f64,
+    /// Most events an `ack=` subscription may have outstanding (queued or not yet
+    /// acknowledged); at the bound it takes no more until acks come (flow control: it
+    /// catches up from the log, nothing is dropped).
+    #[arg(long, default_value_t = 1000)]
+    pub max_unacked: usize,
     /// Milliseconds one in-process subscriber call may run; past it the event goes to the
     /// dead-letter queue as "timeout after N ms" (embedders' `Bus::subscribe`).
     #[arg(long, default_value_t = 250)]
@@ -212,6 +223,8 @@ impl ServeArgs {
             drain_timeout: seconds("drain-timeout", self.drain_timeout)?,
             write_stall_timeout: seconds("write-stall-timeout", self.write_stall_timeout)?,
             max_failed_writes: self.max_failed_writes,
+            ack_timeout: seconds("ack-timeout", self.ack_timeout)?,
+            max_unacked: self.max_unacked,
             subscriber_timeout: Duration::from_millis(self.subscriber_timeout_ms),
             metrics_interval: seconds("metrics-interval", self.metrics_interval)?,
             metrics_exporter: self.metrics_exporter,
@@ -253,6 +266,8 @@ mod tests {
         assert_eq!(cfg.max_connections, def.max_connections);
         assert_eq!(cfg.write_stall_timeout, def.write_stall_timeout);
         assert_eq!(cfg.max_failed_writes, def.max_failed_writes);
+        assert_eq!(cfg.ack_timeout, def.ack_timeout);
+        assert_eq!(cfg.max_unacked, def.max_unacked);
         assert_eq!(cfg.subscriber_timeout, def.subscriber_timeout);
         assert_eq!(cfg.metrics_interval, def.metrics_interval);
         assert_eq!(cfg.metrics_exporter, def.metrics_exporter);

@@ -63,6 +63,12 @@ pub struct Config {
     pub write_stall_timeout: Duration,
     /// Consecutive failed writes (errors other than "would block") before eviction.
     pub max_failed_writes: u32,
+    /// An `ack=` subscription's event not acknowledged this long after it was queued is
+    /// redelivered (then after twice, four times as long), and finally dead-lettered.
+    pub ack_timeout: Duration,
+    /// Most events an `ack=` subscription may have outstanding (queued or unacknowledged);
+    /// at the bound it takes no more until acks come (flow control, no loss).
+    pub max_unacked: usize,
     /// How long one in-process subscriber call may run before its event goes to the
     /// dead-letter queue.
     pub subscriber_timeout: Duration,
@@ -109,6 +115,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             write_stall_timeout: Duration::from_secs(10),
             max_failed_writes: 3,
+            ack_timeout: Duration::from_secs(5),
+            max_unacked: 1000,
             subscriber_timeout: Duration::from_millis(250),
             metrics_interval: Duration::from_secs(1),
             metrics_exporter: crate::metrics::Exporter::None,
@@ -207,6 +215,7 @@ impl Config {
             ("handshake-timeout", self.handshake_timeout),
             ("ping-interval", self.ping_interval),
             ("idle-timeout", self.idle_timeout),
+            ("ack-timeout", self.ack_timeout),
             ("close-timeout", self.close_timeout),
             ("write-stall-timeout", self.write_stall_timeout),
             ("subscriber-timeout-ms", self.subscriber_timeout),
@@ -237,6 +246,9 @@ impl Config {
                 self.queue_max_bytes,
                 largest_record,
             ));
+        }
+        if self.max_unacked == 0 {
+            return Err(ConfigError::Zero("max-unacked"));
         }
         if self.max_failed_writes == 0 {
             return Err(ConfigError::Zero("max-failed-writes"));

@@ -129,6 +129,7 @@ impl Engine {
                 "dropped_by_reason": s.dropped_by_reason, "evicted": s.evicted,
                 "bytes_out": s.bytes_out,
                 "replayed": s.replayed, "resumes": s.resumes, "gap_notices": s.gap_notices,
+                "redelivered": s.redelivered, "unacked_dead_lettered": s.unacked_dead_lettered,
                 "http_responses": self.http.snapshot()
                     .into_iter()
                     .collect::<std::collections::BTreeMap<_, _>>(),

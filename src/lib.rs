@@ -30,7 +30,9 @@
 //! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
 //! * [`outbox`] — a connection's bounded queue of frames (events and bytes), with drop
 //!   accounting, backlog marks and priority lanes.
-//! * [`policy`] — what a full queue does: drop-newest, drop-oldest, priority, disconnect.
+//! * [`policy`] — what a full queue does: drop-newest, drop-oldest, priority, disconnect,
+//!   catch-up.
+//! * [`acks`] — acknowledged delivery: redelivery with backoff, then the dead-letter queue.
 //! * [`http`], [`ws`] — the protocols as state machines over bytes (no sockets, no clock).
 //! * `io` — sockets and mio: listeners, connections, the event loop (private).
 //! * [`engine`], [`config`], [`metrics`] — shared state, limits, counters.
@@ -56,6 +58,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acks;
 pub mod bench;
 pub mod bus;
 pub mod census;

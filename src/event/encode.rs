@@ -231,6 +231,17 @@ impl Encoded {
     }
 }
 
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type())
+            .field("priority", &self.priority)
+            .field("bytes", &self.frame.len())
+            .finish()
+    }
+}
+
 impl Sequenced for Encoded {
     fn seq(&self) -> u64 {
         self.id

@@ -76,6 +76,10 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             engine.config.overflow,
             &engine.config.allowed_overflow,
         ) {
+            Ok(sub) if sub.ack.is_some() => Routed::Respond(Response::error(
+                400,
+                "ack= needs a connection that can send acks: use /ws/events",
+            )),
             Ok(sub) => Routed::Sse(sub),
             Err(e) => Routed::Respond(Response::error(400, &e.to_string())),
         },

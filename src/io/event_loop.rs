@@ -26,6 +26,7 @@ use slab::Slab;
 
 use super::connection::{dropped_record, Connection, FlushError, Phase};
 use super::router::Router;
+use crate::acks::Unacked;
 use crate::census::{self, ConnInfo, ConnState, Report, Transport};
 use crate::engine::Engine;
 use crate::event::Encoded;
@@ -504,7 +505,10 @@ impl EventLoop {
             HttpStep::Continue => {}
             HttpStep::Close => conn.finish_by = Some(now + engine.config.close_timeout),
             HttpStep::Upgrade { upgrade, leftover } => {
-                let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now);
+                let acks = upgrade.ack.map(|class| {
+                    Unacked::new(class, engine.config.ack_timeout, engine.config.max_unacked)
+                });
+                let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now, acks);
                 conn.outbox.set_policy(upgrade.overflow);
                 conn.phase = Phase::Ws(ws);
                 conn.linger = false;
@@ -660,10 +664,18 @@ impl EventLoop {
             conn.finish_by = Some(now + close_timeout);
         }
         let resume = ws.take_resume().filter(|_| ws.is_open());
-        self.engine
-            .counters
-            .thread(self.index)
-            .drop_events(DropReason::Closed, discarded);
+        if resume.is_some() {
+            // The client starts over after its id: what was outstanding is either done
+            // (up to the id) or tracked again as the replay sends it.
+            if let Some(acks) = ws.acks_mut() {
+                acks.take_all();
+            }
+        }
+        let (redelivered, dead_lettered) = ws.take_ack_counts();
+        let counters = self.engine.counters.thread(self.index);
+        counters.drop_events(DropReason::Closed, discarded);
+        ThreadCounters::add(&counters.redelivered, redelivered);
+        ThreadCounters::add(&counters.unacked_dead_lettered, dead_lettered);
         if let Some(position) = resume {
             // Start over: what is queued is either before the position (unwanted) or
             // replayed again after it.
@@ -774,9 +786,12 @@ impl EventLoop {
 
     /// Whether a replaying connection has room for more (the loop must not sleep).
     fn replay_has_room(&self) -> bool {
-        self.replaying
-            .iter()
-            .any(|&k| self.conns.get(k).is_some_and(|c| c.outbox.has_room()))
+        self.replaying.iter().any(|&k| {
+            self.conns.get(k).is_some_and(|c| {
+                let acks_full = matches!(&c.phase, Phase::Ws(ws) if ws.acks_full());
+                c.outbox.has_room() && !acks_full
+            })
+        })
     }
 
     fn tick(&mut self, now: Instant) {
@@ -870,6 +885,10 @@ impl EventLoop {
             Phase::Ws(ws) => {
                 counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
                 counters.drop_events(DropReason::Closed, ws.take_discarded() + queued);
+                ws.dead_letter_unacked(&self.engine, "connection closed before acknowledgement");
+                let (redelivered, dead_lettered) = ws.take_ack_counts();
+                ThreadCounters::add(&counters.redelivered, redelivered);
+                ThreadCounters::add(&counters.unacked_dead_lettered, dead_lettered);
             }
             Phase::Sse(_) => {
                 counters.sse_clients.fetch_sub(1, Ordering::Relaxed);
@@ -972,9 +991,12 @@ fn replay_into(
     budget: &mut usize,
     counters: &ThreadCounters,
 ) -> Replayed {
-    let (filter, framing) = match &conn.phase {
-        Phase::Ws(ws) if ws.is_open() => (ws.filter(), Framing::WebSocket),
-        Phase::Sse(s) if s.is_open() => (s.filter(), Framing::Sse),
+    let (filter, framing, mut acks) = match &mut conn.phase {
+        Phase::Ws(ws) if ws.is_open() => {
+            let filter = ws.filter().clone();
+            (filter, Framing::WebSocket, ws.acks_mut())
+        }
+        Phase::Sse(s) if s.is_open() => (s.filter().clone(), Framing::Sse, None),
         _ => return Replayed::Over,
     };
     let Some(mut next) = conn.replay_next else {
@@ -985,7 +1007,7 @@ fn replay_into(
         if next >= live_from {
             break Replayed::CaughtUp;
         }
-        if !conn.outbox.has_room() {
+        if !conn.outbox.has_room() || acks.as_ref().is_some_and(|a| a.is_full()) {
             break Replayed::Full;
         }
         if *budget == 0 {
@@ -998,17 +1020,24 @@ fn replay_into(
                     Framing::WebSocket => ev.frame().clone(),
                     Framing::Sse => ev.sse_record(epoch),
                 };
-                (frame, ev.priority())
+                let tracked = acks
+                    .as_ref()
+                    .is_some_and(|a| a.wants(ev.priority()))
+                    .then(|| ev.clone());
+                (frame, ev.priority(), tracked)
             })
         });
         match found {
-            Read::Ready(Some((frame, priority))) => {
+            Read::Ready(Some((frame, priority, tracked))) => {
                 if conn
                     .outbox
                     .push_replayed(frame, next, priority, Stamp::default())
                     .is_err()
                 {
                     break Replayed::Full;
+                }
+                if let (Some(a), Some(ev)) = (acks.as_mut(), tracked) {
+                    a.track(&ev, Instant::now());
                 }
                 replayed += 1;
                 next += 1;
@@ -1050,9 +1079,21 @@ fn route_event(
         if conn.last_routed >= id || conn.replay_next.is_some() {
             return;
         }
-        let frame = match conn.phase {
+        let frame = match &mut conn.phase {
             Phase::Sse(_) => ev.sse_record(epoch),
-            _ => ev.frame().clone(),
+            Phase::Ws(ws) => {
+                if let Some(acks) = ws.acks_mut().filter(|a| a.wants(ev.priority())) {
+                    if acks.is_full() {
+                        // Flow control: no more until acks come; then it catches up.
+                        conn.replay_next = Some(id);
+                        fell_behind.push(key);
+                        return;
+                    }
+                    acks.track(ev, now);
+                }
+                ev.frame().clone()
+            }
+            Phase::Http(_) => return,
         };
         if conn.outbox.policy() == Policy::CatchUp && !conn.outbox.fits_event(frame.len()) {
             // Nothing is dropped: it reads the log from here at its own pace.

@@ -39,6 +39,10 @@ pub struct ThreadCounters {
     pub resumes: [AtomicU64; 4],
     /// `gap` notices sent (a resume from before retention, or a replay the trimmer overtook).
     pub gap_notices: AtomicU64,
+    /// Events sent again to `ack=` subscribers that did not acknowledge them in time.
+    pub redelivered: AtomicU64,
+    /// Unacknowledged events dead-lettered (redeliveries exhausted, or the connection closed).
+    pub unacked_dead_lettered: AtomicU64,
     /// The thread's delivery-latency histogram (µs), as of its last tick.
     pub latency: arc_swap::ArcSwapOption<hdrhistogram::Histogram<u64>>,
 }
@@ -176,6 +180,10 @@ pub struct Snapshot {
     pub resumes: Resumes,
     /// `gap` notices sent.
     pub gap_notices: u64,
+    /// Redeliveries to `ack=` subscribers.
+    pub redelivered: u64,
+    /// Unacknowledged events dead-lettered.
+    pub unacked_dead_lettered: u64,
 }
 
 /// Events lost by `priority`-policy subscriptions, per lane (`control` is never dropped).
@@ -264,6 +272,8 @@ impl Counters {
             s.bytes_out += t.bytes_out.load(Ordering::Relaxed);
             s.replayed += t.replayed.load(Ordering::Relaxed);
             s.gap_notices += t.gap_notices.load(Ordering::Relaxed);
+            s.redelivered += t.redelivered.load(Ordering::Relaxed);
+            s.unacked_dead_lettered += t.unacked_dead_lettered.load(Ordering::Relaxed);
             let resumes = |o: ResumeOutcome| t.resumes[o as usize].load(Ordering::Relaxed);
             s.resumes.recovered += resumes(ResumeOutcome::Recovered);
             s.resumes.gap += resumes(ResumeOutcome::Gap);

@@ -206,6 +206,18 @@ pub fn render(r: &Report<'_>) -> String {
         "gap notices sent: events a subscriber asked for were past retention.",
         c.gap_notices as f64,
     );
+    o.one(
+        "events_redelivered_total",
+        "counter",
+        "Events sent again to ack= subscribers that did not acknowledge them within --ack-timeout (with backoff).",
+        c.redelivered as f64,
+    );
+    o.one(
+        "events_unacked_dead_lettered_total",
+        "counter",
+        "Events an ack= subscriber never acknowledged, put in the dead-letter queue (redeliveries exhausted, or the connection closed).",
+        c.unacked_dead_lettered as f64,
+    );
     o.by_label(
         "ws_evicted_total",
         "Connections evicted, by reason.",

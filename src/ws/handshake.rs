@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::acks::{AckClass, AckClassError};
 use crate::event::{Filter, FilterError};
 use crate::http::query::{self, QueryError};
 use crate::http::request::Request;
@@ -19,6 +20,8 @@ pub struct Upgrade {
     pub overflow: Policy,
     /// Where to resume (`last_event_id=N` or `E:N`, with `epoch=E`); `None`: live only.
     pub resume: Option<Position>,
+    /// Which events must be acknowledged (`ack=`); `None`: none.
+    pub ack: Option<AckClass>,
 }
 
 /// Why an upgrade was refused.
@@ -42,6 +45,9 @@ pub enum HandshakeError {
     /// An unknown overflow policy.
     #[error("overflow: {0}")]
     Policy(#[from] PolicyError),
+    /// `ack` could not be used.
+    #[error(transparent)]
+    Ack(#[from] AckClassError),
     /// `last_event_id` / `epoch` could not be used.
     #[error(transparent)]
     Resume(#[from] PositionError),
@@ -49,7 +55,7 @@ pub enum HandshakeError {
     #[error("overflow={0} is not allowed on this server; allowed: {1}")]
     PolicyNotAllowed(Policy, String),
     /// A parameter that this endpoint does not know (or does not support yet).
-    #[error("unknown query parameter {0:?}: this endpoint accepts `types` (comma-separated patterns), `overflow`, `last_event_id` and `epoch`")]
+    #[error("unknown query parameter {0:?}: this endpoint accepts `types` (comma-separated patterns), `overflow`, `last_event_id`, `epoch` and (WebSocket) `ack`")]
     UnknownParam(String),
 }
 
@@ -105,6 +111,7 @@ pub fn accept(
         filter: sub.filter,
         overflow: sub.overflow,
         resume: sub.resume,
+        ack: sub.ack,
     })
 }
 
@@ -118,6 +125,8 @@ pub struct Subscription {
     /// `last_event_id=` (with `epoch=`), or `last_event_id_header` when given: `None` for
     /// live only.
     pub resume: Option<Position>,
+    /// `ack=critical|all|none`.
+    pub ack: Option<AckClass>,
 }
 
 /// Reads a subscription's query parameters (`types`, `overflow` within `allowed`,
@@ -131,10 +140,11 @@ pub fn subscription(
 ) -> Result<Subscription, HandshakeError> {
     let mut filter = Filter::all();
     let mut overflow = default;
-    let (mut last_event_id, mut epoch) = (None, None);
+    let (mut last_event_id, mut epoch, mut ack) = (None, None, None);
     for pair in query::pairs(q) {
         let (name, value) = pair?;
         match &*name {
+            "ack" => ack = AckClass::parse(&value)?,
             "last_event_id" => last_event_id = Some(value),
             "epoch" => epoch = Some(value),
             "types" => filter = Filter::parse_list(&value)?,
@@ -161,6 +171,7 @@ pub fn subscription(
         filter,
         overflow,
         resume,
+        ack,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::resume::{Position, Start};
 /// A parsed client message.
 #[derive(Debug)]
 pub enum ClientOp {
-    /// Cumulative acknowledgement up to `id` (acted on once acknowledged delivery exists).
+    /// Cumulative acknowledgement up to `id` (for `ack=` subscriptions, see [`crate::acks`]).
     Ack {
         /// Highest id the client has processed.
         id: u64,

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::frame::{self, CloseCode, CloseRequest, Frame, OpCode};
 use super::message::{self, ClientOp};
+use crate::acks::{Overdue, Unacked};
 use crate::engine::Engine;
 use crate::event::{Filter, Pattern};
 use crate::outbox::Outbox;
@@ -59,11 +60,16 @@ pub struct WsSession {
     discarded: u64,
     /// A frame could not be decoded: the input stream is unusable from here on.
     input_broken: bool,
+    /// Events awaiting the client's `ack` (`ack=` subscriptions only).
+    acks: Option<Unacked>,
+    /// Redeliveries and dead-lettered events since the I/O layer last counted them.
+    redelivered: u64,
+    dead_lettered: u64,
 }
 
 impl WsSession {
-    /// A freshly upgraded connection with `filter`.
-    pub fn new(id: u64, filter: Filter, now: Instant) -> Self {
+    /// A freshly upgraded connection with `filter`, tracking acknowledgements if `acks`.
+    pub fn new(id: u64, filter: Filter, now: Instant, acks: Option<Unacked>) -> Self {
         Self {
             id,
             filter,
@@ -76,6 +82,82 @@ impl WsSession {
             state: State::Open,
             discarded: 0,
             input_broken: false,
+            acks,
+            redelivered: 0,
+            dead_lettered: 0,
+        }
+    }
+
+    /// The acknowledgement tracking, for an `ack=` subscription.
+    pub fn acks_mut(&mut self) -> Option<&mut Unacked> {
+        self.acks.as_mut()
+    }
+
+    /// Whether an `ack=` subscription is at `--max-unacked`: it must take no more now.
+    pub fn acks_full(&self) -> bool {
+        self.acks.as_ref().is_some_and(Unacked::is_full)
+    }
+
+    /// Redeliveries and events dead-lettered since the last call (for the counters).
+    pub fn take_ack_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.redelivered),
+            std::mem::take(&mut self.dead_lettered),
+        )
+    }
+
+    /// The dead-letter queue's name for this connection.
+    fn dlq_name(&self) -> String {
+        format!("ws/connection/{}", self.id)
+    }
+
+    /// Dead-letters every event still unacknowledged (the connection is closing), saying
+    /// `why`. A client that resumes with `last_event_id` gets them again from the log.
+    pub fn dead_letter_unacked(&mut self, engine: &Engine, why: &str) {
+        let name: std::sync::Arc<str> = self.dlq_name().into();
+        let Some(acks) = &mut self.acks else {
+            return;
+        };
+        for (event, redeliveries) in acks.take_all() {
+            engine.bus.dlq().enqueue_retried(
+                event,
+                std::sync::Arc::clone(&name),
+                why.to_owned(),
+                redeliveries,
+            );
+            self.dead_lettered += 1;
+        }
+    }
+
+    /// Redelivers or dead-letters the events whose acknowledgement is overdue.
+    fn check_acks(&mut self, now: Instant, engine: &Engine, out: &mut Outbox) {
+        let Some(acks) = &mut self.acks else {
+            return;
+        };
+        let overdue = acks.overdue(now);
+        if overdue.is_empty() {
+            return;
+        }
+        let name: std::sync::Arc<str> = self.dlq_name().into();
+        for o in overdue {
+            match o {
+                // In order with the events, not counted as one (it was counted once).
+                Overdue::Redeliver(frame, _) => {
+                    out.push_notice(frame);
+                    self.redelivered += 1;
+                }
+                Overdue::DeadLetter(event, n) => {
+                    let why = format!(
+                        "not acknowledged after {n} redeliveries (--ack-timeout {} s)",
+                        engine.config.ack_timeout.as_secs_f64()
+                    );
+                    engine
+                        .bus
+                        .dlq()
+                        .enqueue_retried(event, std::sync::Arc::clone(&name), why, n);
+                    self.dead_lettered += 1;
+                }
+            }
         }
     }
 
@@ -265,8 +347,13 @@ impl WsSession {
         }
         let answer = match message::parse_op(text) {
             Err(e) => Some(message::error(e.reference.as_deref(), &e.message)),
-            // Acknowledged delivery is not enabled on any subscription yet: nothing to track.
-            Ok(ClientOp::Ack { .. }) => None,
+            // Without `ack=` there is nothing to settle: accepted and ignored.
+            Ok(ClientOp::Ack { id }) => {
+                if let Some(acks) = &mut self.acks {
+                    acks.ack(id);
+                }
+                None
+            }
             Ok(ClientOp::Resume(position)) => {
                 self.resume = Some(position);
                 None
@@ -378,6 +465,7 @@ impl WsSession {
         let cfg = &engine.config;
         match self.state {
             State::Open => {
+                self.check_acks(now, engine, out);
                 let silent = now.saturating_duration_since(self.last_input);
                 if silent >= cfg.idle_timeout {
                     self.close(CloseCode::GoingAway, "idle timeout", now, out);

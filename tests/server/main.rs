@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acks;
 mod cli;
 mod connections;
 mod delivery;
