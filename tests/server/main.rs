@@ -4,6 +4,7 @@
 mod support;
 
 mod acks;
+mod browser;
 mod cli;
 mod connections;
 mod delivery;
