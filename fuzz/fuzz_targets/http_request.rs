@@ -1,5 +1,6 @@
 //! HTTP request heads, query strings (the DLQ's `limit`, `/spans/recent`, `/connections`),
-//! the `/connections/{id}/recent` path and the WebSocket handshake check: never panic,
+//! the `/connections/{id}/recent` path, the WebSocket handshake check and the SSE
+//! subscription (with `Last-Event-ID`): never panic,
 //! never claim more bytes than given, and a parsed head re-parses to the same request.
 #![no_main]
 use firehose::http::{dlq, query};
@@ -25,5 +26,12 @@ fuzz_target!(|data: &[u8]| {
             assert!((1..=dlq::MAX_LIMIT).contains(&limit));
         }
         let _ = handshake::accept(&req, Policy::DropNewest, &Policy::ALL);
+        // GET /sse/events: the same parameters, and the Last-Event-ID header.
+        let _ = handshake::subscription(
+            &req.query,
+            req.last_event_id.as_deref(),
+            Policy::DropNewest,
+            &Policy::ALL,
+        );
     }
 });
