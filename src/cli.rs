@@ -66,7 +66,9 @@ pub struct ServeArgs {
     /// chooses (`?overflow=`): drop-newest (the incoming event is dropped), drop-oldest (the
     /// oldest queued event gives way), priority (lanes control > critical > important >
     /// bulk; lower lanes are evicted first, control is never dropped), disconnect (close
-    /// with 1008 "slow consumer" after a final notice of the last id delivered).
+    /// with 1008 "slow consumer" after a final notice of the last id delivered), catch-up
+    /// (nothing dropped: the subscriber reads the log at its own pace, then rejoins live;
+    /// only events trimmed before it reads them are lost, told in a `gap` notice).
     #[arg(long, default_value = "drop-newest")]
     pub overflow: Policy,
     /// Overflow policies subscriptions may choose, comma-separated.
