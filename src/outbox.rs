@@ -61,6 +61,15 @@ impl RecentIds {
     }
 }
 
+/// A connection's losses: the open overflow episode of each lane, and the events lost per
+/// lane since [`Outbox::take_lost_by_lane`] (priority policy only; events of unknown
+/// priority are not attributed).
+#[derive(Debug, Default)]
+struct Losses {
+    episodes: [Option<Episode>; LANES],
+    lost_by_lane: [u64; LANES],
+}
+
 /// A queued frame in an event lane: 40 bytes, as this is the hottest structure.
 #[derive(Clone, Debug)]
 struct Item {
@@ -201,12 +210,11 @@ pub struct Outbox {
     queued: usize,
     queued_bytes: usize,
     policy: Policy,
-    episodes: [Option<Episode>; LANES],
-    /// How many of `episodes` are open (a cheap "any notice due?" on the hot path).
+    /// Overflow bookkeeping, boxed on the first loss: most connections never lose an event,
+    /// and an idle connection's memory is what `firehose bench --idle` measures.
+    losses: Option<Box<Losses>>,
+    /// How many episodes are open (a cheap "any notice due?" on the hot path).
     open_episodes: u8,
-    /// Events lost per lane since the last [`take_lost_by_lane`](Self::take_lost_by_lane)
-    /// (priority policy only; events of unknown priority are not attributed).
-    lost_by_lane: [u64; LANES],
     last_delivered: u64,
     /// Events written, and events lost, since the connection opened.
     delivered: u64,
@@ -237,9 +245,8 @@ impl Outbox {
             queued: 0,
             queued_bytes: 0,
             policy,
-            episodes: [None; LANES],
+            losses: None,
             open_episodes: 0,
-            lost_by_lane: [0; LANES],
             last_delivered: 0,
             delivered: 0,
             dropped: 0,
@@ -318,19 +325,22 @@ impl Outbox {
     }
 
     fn lose(&mut self, lane: usize, first: u64, last: u64, name: Option<Priority>) {
-        if Episode::add(&mut self.episodes[lane], first, last, name) {
+        let losses = self.losses.get_or_insert_with(Box::default);
+        if Episode::add(&mut losses.episodes[lane], first, last, name) {
             self.open_episodes += 1;
         }
         self.dropped += last - first + 1;
         if name.is_some() {
-            self.lost_by_lane[lane] += last - first + 1;
+            losses.lost_by_lane[lane] += last - first + 1;
         }
     }
 
     /// Events lost per lane (`control`, `critical`, `important`, `bulk`) under the priority
     /// policy since the last call; the counts are reset.
     pub fn take_lost_by_lane(&mut self) -> [u64; LANES] {
-        std::mem::take(&mut self.lost_by_lane)
+        self.losses
+            .as_mut()
+            .map_or([0; LANES], |l| std::mem::take(&mut l.lost_by_lane))
     }
 
     /// Removes the oldest event (not a notice) of `lane`; returns its id.
@@ -511,7 +521,9 @@ impl Outbox {
         self.lanes.iter_mut().for_each(VecDeque::clear);
         self.queued = 0;
         self.queued_bytes = 0;
-        self.episodes = [None; LANES];
+        if let Some(losses) = self.losses.as_mut() {
+            losses.episodes = [None; LANES];
+        }
         self.open_episodes = 0;
         cleared
     }
@@ -533,8 +545,12 @@ impl Outbox {
         if self.queued >= self.capacity || self.queued_bytes >= self.max_bytes {
             return;
         }
-        for lane in 0..LANES {
-            if let Some(episode) = self.episodes[lane].take() {
+        let Some(losses) = self.losses.as_mut() else {
+            return;
+        };
+        let episodes = std::mem::take(&mut losses.episodes);
+        for (lane, episode) in episodes.into_iter().enumerate() {
+            if let Some(episode) = episode {
                 self.open_episodes -= 1;
                 // A notice may take the queue over capacity: it must not cost an event.
                 self.lanes[lane].push_back(Item {
@@ -618,7 +634,9 @@ impl Outbox {
 
     /// The current overflow episodes, if events are being lost.
     pub fn overflow(&self) -> impl Iterator<Item = Episode> + '_ {
-        self.episodes.iter().flatten().copied()
+        self.losses
+            .iter()
+            .flat_map(|l| l.episodes.iter().flatten().copied())
     }
 
     /// Whether nothing at all waits to be written.
@@ -731,7 +749,9 @@ impl Outbox {
                 *lane = VecDeque::new();
             }
         }
-        if self.control.is_empty() && self.control.capacity() > SHRINK_ABOVE {
+        // Control frames are rare (replies, pings, the welcome): an idle connection keeps
+        // no buffer for them.
+        if self.control.is_empty() && self.control.capacity() > 0 {
             self.control = VecDeque::new();
         }
     }

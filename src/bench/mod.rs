@@ -12,6 +12,7 @@
 
 mod client;
 mod frames;
+mod idle;
 mod publisher;
 mod replay;
 mod subscribers;
@@ -77,6 +78,11 @@ pub struct BenchArgs {
     /// server's `replayed` total) beside the live subscribers' latency.
     #[arg(long, default_value_t = 0)]
     pub replayers: usize,
+    /// Idle mode: open this many subscriber connections, publish nothing, and report the
+    /// server's memory per connection from its RSS before and after (needs
+    /// `--server-pid`); the connections are held for `--duration` seconds.
+    #[arg(long, default_value_t = 0)]
+    pub idle: usize,
 }
 
 /// Why a bench run failed.
@@ -152,6 +158,18 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 
 /// Runs the bench described by `args` and prints its report.
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    if args.idle > 0 {
+        let (soft, _) = crate::raise_fd_limit();
+        if soft < (args.idle + 64) as u64 {
+            return Err(BenchError::Flag(format!(
+                "{} connections need `ulimit -n` of at least {}; it is {soft}",
+                args.idle,
+                args.idle + 64
+            )));
+        }
+        idle::run(args, &Target::parse(&args.target)?)?;
+        return Ok(());
+    }
     if args.replayers > 0 && args.slow > 0 {
         return Err(BenchError::Flag(
             "--replayers and --slow each compare two phases: use one at a time".into(),

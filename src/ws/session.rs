@@ -60,8 +60,9 @@ pub struct WsSession {
     discarded: u64,
     /// A frame could not be decoded: the input stream is unusable from here on.
     input_broken: bool,
-    /// Events awaiting the client's `ack` (`ack=` subscriptions only).
-    acks: Option<Unacked>,
+    /// Events awaiting the client's `ack` (`ack=` subscriptions only; boxed, as most
+    /// subscriptions have none).
+    acks: Option<Box<Unacked>>,
     /// Redeliveries and dead-lettered events since the I/O layer last counted them.
     redelivered: u64,
     dead_lettered: u64,
@@ -82,7 +83,7 @@ impl WsSession {
             state: State::Open,
             discarded: 0,
             input_broken: false,
-            acks,
+            acks: acks.map(Box::new),
             redelivered: 0,
             dead_lettered: 0,
         }
@@ -90,12 +91,12 @@ impl WsSession {
 
     /// The acknowledgement tracking, for an `ack=` subscription.
     pub fn acks_mut(&mut self) -> Option<&mut Unacked> {
-        self.acks.as_mut()
+        self.acks.as_deref_mut()
     }
 
     /// Whether an `ack=` subscription is at `--max-unacked`: it must take no more now.
     pub fn acks_full(&self) -> bool {
-        self.acks.as_ref().is_some_and(Unacked::is_full)
+        self.acks.as_deref().is_some_and(Unacked::is_full)
     }
 
     /// Redeliveries and events dead-lettered since the last call (for the counters).
