@@ -646,6 +646,13 @@ impl Outbox {
             && self.lanes.iter().all(VecDeque::is_empty)
     }
 
+    /// Frames waiting to be written (events, notices, control frames, a partial one).
+    pub fn frames_waiting(&self) -> usize {
+        usize::from(self.partial.is_some())
+            + self.control.len()
+            + self.lanes.iter().map(VecDeque::len).sum::<usize>()
+    }
+
     /// Fills `iov` with the next bytes to write, in order; returns how many slices it used.
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;

@@ -18,6 +18,10 @@ use crate::ws::session::WsSession;
 
 /// Frames gathered into one `writev` (the kernel takes at most 1,024).
 const IOV_BATCH: usize = 1024;
+/// The `writev` array for a short queue. Filling the 1,024-entry array (16 KiB) for the
+/// one or two frames a paced subscriber has waiting was most of a delivery's instructions
+/// (callgrind; see the README's performance section).
+const IOV_SMALL: usize = 16;
 
 /// Which protocol the connection speaks now.
 #[derive(Debug)]
@@ -158,13 +162,13 @@ impl Connection {
     pub fn flush(&mut self, now: Instant) -> Result<Progress, FlushError> {
         let mut total = Progress::default();
         let mut wrote = false;
-        loop {
-            let mut iov = [IoSlice::new(&[]); IOV_BATCH];
-            let n = self.outbox.gather(&mut iov);
-            if n == 0 {
-                break;
-            }
-            match self.stream.write_vectored(&iov[..n]) {
+        while !self.outbox.is_empty() {
+            let attempt = if self.outbox.frames_waiting() <= IOV_SMALL {
+                self.write_batch::<IOV_SMALL>()
+            } else {
+                self.write_batch::<IOV_BATCH>()
+            };
+            match attempt {
                 Ok(0) => return Err(FlushError::Gone),
                 Ok(written) => {
                     wrote = true;
@@ -194,6 +198,13 @@ impl Connection {
             let _ = self.stream.shutdown(Shutdown::Write);
         }
         Ok(total)
+    }
+
+    /// One `writev` of up to `N` queued frames.
+    fn write_batch<const N: usize>(&mut self) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); N];
+        let n = self.outbox.gather(&mut iov);
+        self.stream.write_vectored(&iov[..n])
     }
 
     /// Whether the connection is over and everything is written: drop it now.
