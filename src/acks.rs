@@ -125,9 +125,9 @@ impl Unacked {
     }
 
     /// Starts tracking `event`, queued for the client at `now`. Events come in id order.
-    pub fn track(&mut self, event: &Encoded, now: Instant) {
+    pub fn track(&mut self, event: Encoded, now: Instant) {
         self.pending.push_back(Pending {
-            event: event.clone(),
+            event,
             redeliveries: 0,
             due: now + self.timeout,
         });
@@ -217,7 +217,7 @@ mod tests {
         let t0 = Instant::now();
         let mut u = Unacked::new(AckClass::All, Duration::from_secs(5), 3);
         for id in [2, 4, 7] {
-            u.track(&event(id, Priority::Bulk), t0);
+            u.track(event(id, Priority::Bulk), t0);
         }
         assert!(u.is_full());
         assert_eq!(u.ack(4), 2);
@@ -233,7 +233,7 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let mut u = Unacked::new(AckClass::All, s, 10);
-        u.track(&event(9, Priority::Critical), t0);
+        u.track(event(9, Priority::Critical), t0);
         assert!(u.overdue(t0 + s / 2).is_empty());
         // Redeliveries at 1, then 1 + 2, then 3 + 4 seconds; dead-lettered at 7 + 8.
         let mut at = t0;

@@ -4,8 +4,7 @@
 //! `replayed` total (`GET /stats`) and how long its `/connections?state=replaying` list
 //! takes to empty.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,25 +24,10 @@ pub struct Outcome {
     pub caught_up: bool,
 }
 
-/// One GET against the target's HTTP side, as JSON.
+/// One GET against the target's HTTP side, as JSON (the stress harness's client).
 fn get_json(target: &Target, path: &str) -> Result<serde_json::Value, BenchError> {
-    let fail = |e: String| BenchError::Client(format!("GET {path}: {e}"));
-    let mut s = TcpStream::connect(target.addr).map_err(|e| fail(e.to_string()))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| fail(e.to_string()))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        target.addr
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| fail(e.to_string()))?;
-    let at = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| fail("no response head".into()))?;
-    serde_json::from_slice(&raw[at + 4..]).map_err(|e| fail(e.to_string()))
+    crate::stress::clients::get_json(target.addr, path)
+        .map_err(|e| BenchError::Client(e.to_string()))
 }
 
 fn replayed_total(target: &Target) -> Result<u64, BenchError> {

@@ -121,6 +121,17 @@ impl Connection {
         }
     }
 
+    /// Switches from HTTP to a subscriber phase (WebSocket or SSE) with `overflow`: its
+    /// notices framed for that transport, and no lingering close (the protocol ends it).
+    pub fn become_subscriber(&mut self, phase: Phase, overflow: Policy) {
+        self.outbox.set_policy(overflow);
+        if matches!(phase, Phase::Sse(_)) {
+            self.outbox.set_notice(dropped_record);
+        }
+        self.phase = phase;
+        self.linger = false;
+    }
+
     /// The subscription's filter (`None` before it subscribes: still HTTP).
     pub fn filter(&self) -> Option<&Filter> {
         match &self.phase {

@@ -24,7 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use super::connection::{dropped_record, Connection, FlushError, Phase};
+use super::connection::{Connection, FlushError, Phase};
 use super::router::Router;
 use crate::acks::Unacked;
 use crate::census::{self, ConnInfo, ConnState, Report, Transport};
@@ -289,11 +289,11 @@ impl EventLoop {
         counters: &ThreadCounters,
         now: Instant,
     ) -> bool {
+        let epoch = self.engine.bus.epoch();
         for _ in 0..ROUTE_BATCH {
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
             let overflow = (&mut self.overflowed, &mut self.fell_behind);
-            let epoch = self.engine.bus.epoch();
             match log.read(cursor, |ev| {
                 route_event(ev, router, conns, dirty, overflow, counters, (now, epoch))
             }) {
@@ -509,9 +509,7 @@ impl EventLoop {
                     Unacked::new(class, engine.config.ack_timeout, engine.config.max_unacked)
                 });
                 let ws = WsSession::new(engine.next_connection_id(), upgrade.filter, now, acks);
-                conn.outbox.set_policy(upgrade.overflow);
-                conn.phase = Phase::Ws(ws);
-                conn.linger = false;
+                conn.become_subscriber(Phase::Ws(ws), upgrade.overflow);
                 engine
                     .counters
                     .thread(self.index)
@@ -524,10 +522,7 @@ impl EventLoop {
             }
             HttpStep::Sse(sub) => {
                 let s = SseSession::new(engine.next_connection_id(), sub.filter);
-                conn.outbox.set_policy(sub.overflow);
-                conn.outbox.set_notice(dropped_record);
-                conn.phase = Phase::Sse(s);
-                conn.linger = false;
+                conn.become_subscriber(Phase::Sse(s), sub.overflow);
                 engine
                     .counters
                     .thread(self.index)
@@ -809,7 +804,9 @@ impl EventLoop {
         let engine = Arc::clone(&self.engine);
         let mut expired = Vec::new();
         let mut ws_steps = Vec::new();
-        let mut closed_http = Vec::new();
+        // Connections with new output from their timers (an HTTP timeout's answer, an SSE
+        // heartbeat).
+        let mut to_flush = Vec::new();
         let stall = engine.config.write_stall_timeout;
         let mut stalled = Vec::new();
         let mut retry = Vec::new();
@@ -834,7 +831,7 @@ impl EventLoop {
                 Phase::Http(http) => {
                     if let HttpStep::Close = http.on_tick(now, &engine, &mut conn.outbox) {
                         conn.finish_by = Some(now + engine.config.close_timeout);
-                        closed_http.push(key);
+                        to_flush.push(key);
                     }
                 }
                 Phase::Ws(ws) => ws_steps.push((key, ws.on_tick(now, &engine, &mut conn.outbox))),
@@ -842,7 +839,7 @@ impl EventLoop {
                     let every = engine.config.ping_interval;
                     s.on_tick(now, conn.last_write, every, &mut conn.outbox);
                     if !conn.outbox.is_empty() {
-                        closed_http.push(key); // just to be flushed
+                        to_flush.push(key);
                     }
                 }
             }
@@ -851,7 +848,7 @@ impl EventLoop {
             self.after_ws(key, step, now);
             self.mark_dirty(key);
         }
-        for key in closed_http {
+        for key in to_flush {
             self.mark_dirty(key);
         }
         for key in expired {
@@ -993,12 +990,13 @@ fn replay_into(
 ) -> Replayed {
     let (filter, framing, mut acks) = match &mut conn.phase {
         Phase::Ws(ws) if ws.is_open() => {
-            let filter = ws.filter().clone();
-            (filter, Framing::WebSocket, ws.acks_mut())
+            let (filter, acks) = ws.filter_and_acks();
+            (filter, Framing::WebSocket, acks)
         }
-        Phase::Sse(s) if s.is_open() => (s.filter().clone(), Framing::Sse, None),
+        Phase::Sse(s) if s.is_open() => (s.filter(), Framing::Sse, None),
         _ => return Replayed::Over,
     };
+    let now = Instant::now();
     let Some(mut next) = conn.replay_next else {
         return Replayed::Over;
     };
@@ -1037,7 +1035,7 @@ fn replay_into(
                     break Replayed::Full;
                 }
                 if let (Some(a), Some(ev)) = (acks.as_mut(), tracked) {
-                    a.track(&ev, Instant::now());
+                    a.track(ev, now);
                 }
                 replayed += 1;
                 next += 1;
@@ -1089,7 +1087,7 @@ fn route_event(
                         fell_behind.push(key);
                         return;
                     }
-                    acks.track(ev, now);
+                    acks.track(ev.clone(), now);
                 }
                 ev.frame().clone()
             }

@@ -13,7 +13,7 @@
 //! `seq` fails is a function of the seed alone ([`inject::fails`]), so two runs with the
 //! same seed put the same events (same ids, on a fresh embedded server) in the DLQ.
 
-mod clients;
+pub(crate) mod clients;
 pub mod inject;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -94,6 +94,12 @@ impl WsSession {
         self.acks.as_deref_mut()
     }
 
+    /// The filter and the acknowledgement tracking together (replay reads one while it
+    /// updates the other).
+    pub fn filter_and_acks(&mut self) -> (&Filter, Option<&mut Unacked>) {
+        (&self.filter, self.acks.as_deref_mut())
+    }
+
     /// Whether an `ack=` subscription is at `--max-unacked`: it must take no more now.
     pub fn acks_full(&self) -> bool {
         self.acks.as_deref().is_some_and(Unacked::is_full)
