@@ -3,7 +3,7 @@
 //! The log keeps the newest events within three bounds, whichever bites first:
 //! `--retention-events` (count), `--retention-bytes` (their encoded frames) and
 //! `--retention-age`. One thread (`firehose-retention`) runs a [`Trimmer`] every
-//! millisecond while events arrive (every [`IDLE_EVERY`] otherwise): it notes each new
+//! [`BUSY_EVERY`] to [`IDLE_EVERY`], sooner the faster events arrive ([`pause_after`]): it notes each new
 //! event's size and publish time, and trims the oldest past any bound with
 //! [`EventLog::trim_through`], which also frees them, here rather than on a publisher's
 //! thread.
@@ -56,11 +56,12 @@ pub struct Trimmer {
 }
 
 impl Trimmer {
-    /// A trimmer for `limits`, starting at the log's current end.
+    /// A trimmer for `limits`, starting at the oldest event the log holds: events
+    /// published before its thread started are retained within the limits too.
     pub fn new(limits: Limits, log: &EventLog<Encoded>) -> Self {
         Self {
             limits,
-            next: log.next_seq(),
+            next: log.head(),
             window: VecDeque::new(),
             bytes: 0,
         }
@@ -115,15 +116,28 @@ impl Trimmer {
 /// The retention thread's loop: runs the trimmer until `stopping()` says so.
 pub fn run(log: &EventLog<Encoded>, limits: Limits, stopping: impl Fn() -> bool) {
     let mut trimmer = Trimmer::new(limits, log);
+    let mut last = Instant::now();
     while !stopping() {
-        let done = trimmer.run(log, Instant::now());
-        let pause = if done.noted > 0 || done.trimmed > 0 {
-            BUSY_EVERY
-        } else {
-            IDLE_EVERY
-        };
+        let now = Instant::now();
+        let done = trimmer.run(log, now);
+        let pause = pause_after(done, now.duration_since(last), limits.events);
+        last = now;
         std::thread::park_timeout(pause);
     }
+}
+
+/// How long to wait after a run that did `done` in `since`. The ring has `slack` slots
+/// beyond the retained events (it holds twice `--retention-events`), so the trimmer only
+/// has to come back before the publishers fill a quarter of them: at 1,000 ev/s that is
+/// [`IDLE_EVERY`], not a wake-up per event on a core the I/O thread may share. At high
+/// rates it runs every [`BUSY_EVERY`].
+pub fn pause_after(done: Trimmed, since: Duration, slack: usize) -> Duration {
+    if done.noted == 0 && done.trimmed == 0 {
+        return IDLE_EVERY;
+    }
+    let quarter = (slack / 4).max(1) as u128;
+    let fill = since.as_nanos() * quarter / u128::from(done.noted.max(1));
+    Duration::from_nanos(fill.min(IDLE_EVERY.as_nanos()) as u64).max(BUSY_EVERY)
 }
 
 #[cfg(test)]
@@ -143,6 +157,39 @@ mod tests {
         (1..log.next_seq())
             .filter(|&s| matches!(log.read(s, |_| ()), Read::Ready(())))
             .collect()
+    }
+
+    #[test]
+    fn events_published_before_the_trimmer_started_are_trimmed_too() {
+        let log = EventLog::with_capacity(64);
+        for _ in 0..20 {
+            append(&log, 10);
+        }
+        let limits = Limits {
+            events: 5,
+            bytes: usize::MAX,
+            age: None,
+        };
+        let mut t = Trimmer::new(limits, &log);
+        assert_eq!(t.run(&log, Instant::now()).trimmed, 15);
+        assert_eq!(retained(&log), [16, 17, 18, 19, 20]);
+    }
+
+    #[test]
+    fn pause_shrinks_with_the_rate() {
+        let ms = Duration::from_millis;
+        let done = |noted| Trimmed { noted, trimmed: 0 };
+        assert_eq!(pause_after(Trimmed::default(), ms(20), 65_536), IDLE_EVERY);
+        // 1,000 ev/s: a quarter of the slack is 16 s away.
+        assert_eq!(pause_after(done(20), ms(20), 65_536), IDLE_EVERY);
+        // 2 M ev/s: 16,384 slots fill in 8.192 ms.
+        assert_eq!(
+            pause_after(done(2_000), ms(1), 65_536),
+            Duration::from_micros(8_192)
+        );
+        // Faster than that still waits the least pause.
+        assert_eq!(pause_after(done(100_000), ms(1), 65_536), BUSY_EVERY);
+        assert_eq!(pause_after(done(5), ms(1), 0), BUSY_EVERY);
     }
 
     #[test]
