@@ -7,14 +7,16 @@
 //! size as firehose's, or the bare payload with `--bare`), and writes the round's frames to
 //! every subscriber with one `write`. There is no queue: what a socket does not take is
 //! dropped, except the unwritten rest of a frame it took in part (the stream must stay
-//! valid). No filter, no ids in a log, no metrics, no validation, no limits: it is a
+//! valid). With `--iovecs` each frame is its own allocation and a subscriber's write is
+//! one `sendmsg` with a slice per frame, as firehose writes its queues: the difference
+//! between the two is what contiguous output saves the kernel. No filter, no ids in a log, no metrics, no validation, no limits: it is a
 //! measuring stick, not a server, and it listens on loopback only.
 //!
 //! `cargo bench` runs it with no arguments and it prints its usage and exits, so it never
 //! holds up a bench run. To serve:
 //!
 //! ```sh
-//! taskset -c 1 cargo bench --bench ceiling -- --serve [--port 8766] [--bare]
+//! taskset -c 1 cargo bench --bench ceiling -- --serve [--port 8766] [--bare] [--iovecs]
 //! taskset -c 0 target/release/firehose bench --target ws://127.0.0.1:8766/ws/events --server-pid PID
 //! ```
 
@@ -49,12 +51,14 @@ struct Conn {
 struct Args {
     port: u16,
     bare: bool,
+    iovecs: bool,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         port: 8766,
         bare: false,
+        iovecs: false,
     };
     let mut serve = false;
     let mut it = std::env::args().skip(1);
@@ -62,6 +66,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         match a.as_str() {
             "--serve" => serve = true,
             "--bare" => args.bare = true,
+            "--iovecs" => args.iovecs = true,
             "--port" => {
                 let v = it.next().ok_or("--port needs a value")?;
                 args.port = v
@@ -85,7 +90,7 @@ fn main() {
         }
         Ok(None) => println!(
             "ceiling: the raw-ceiling fan-out server, for `firehose bench` (see README, Performance).\n\
-             Serve with: cargo bench --bench ceiling -- --serve [--port 8766] [--bare]"
+             Serve with: cargo bench --bench ceiling -- --serve [--port 8766] [--bare] [--iovecs]"
         ),
         Err(e) => {
             eprintln!("ceiling: {e}");
@@ -115,6 +120,8 @@ fn serve(args: &Args) -> io::Result<()> {
     let mut batch: Vec<u8> = Vec::with_capacity(1 << 20);
     // Where each frame of the batch ends, to keep a partly written frame whole.
     let mut ends: Vec<usize> = Vec::new();
+    // `--iovecs`: the same frames, each in its own allocation.
+    let mut frames: Vec<bytes::Bytes> = Vec::new();
     let mut body: Vec<u8> = Vec::with_capacity(4096);
     let mut buf = vec![0u8; 64 * 1024];
     let mut next_id = 1u64;
@@ -214,8 +221,12 @@ fn serve(args: &Args) -> io::Result<()> {
                             body.extend_from_slice(payload);
                             body.push(b'}');
                         }
+                        let at = batch.len();
                         push_frame(&mut batch, &body);
                         ends.push(batch.len());
+                        if args.iovecs {
+                            frames.push(bytes::Bytes::copy_from_slice(&batch[at..]));
+                        }
                         if let Some(r) = reference(&frame.payload) {
                             let mut answer = Vec::new();
                             let reply = format!(r#"{{"op":"published","ref":{r},"id":{next_id}}}"#);
@@ -235,12 +246,21 @@ fn serve(args: &Args) -> io::Result<()> {
         }
         if !batch.is_empty() {
             for (key, c) in conns.iter_mut() {
-                if matches!(c.role, Role::Subscriber) && !write_batch(c, &batch, &ends) {
+                if !matches!(c.role, Role::Subscriber) {
+                    continue;
+                }
+                let ok = if args.iovecs {
+                    write_frames(c, &frames)
+                } else {
+                    write_batch(c, &batch, &ends)
+                };
+                if !ok {
                     gone.push(*key);
                 }
             }
             batch.clear();
             ends.clear();
+            frames.clear();
         }
         for key in gone.drain(..) {
             if let Some(mut c) = conns.remove(&key) {
@@ -273,6 +293,41 @@ fn write_batch(c: &mut Conn, batch: &[u8], ends: &[usize]) -> bool {
         Ok(_) => true,
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
+}
+
+/// [`write_batch`] with a slice per frame, 1,024 per `sendmsg`.
+fn write_frames(c: &mut Conn, frames: &[bytes::Bytes]) -> bool {
+    if !c.tail.is_empty() {
+        match c.sock.write(&c.tail) {
+            Ok(n) => drop(c.tail.drain(..n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+        if !c.tail.is_empty() {
+            return true;
+        }
+    }
+    let socket = socket2::SockRef::from(&c.sock);
+    for group in frames.chunks(1024) {
+        let iov: Vec<io::IoSlice> = group.iter().map(|f| io::IoSlice::new(f)).collect();
+        let want: usize = group.iter().map(|f| f.len()).sum();
+        match socket.send_vectored_with_flags(&iov, libc::MSG_NOSIGNAL) {
+            Ok(n) if n < want => {
+                let mut left = n;
+                for f in group {
+                    if left < f.len() {
+                        c.tail.extend_from_slice(&f[left..]);
+                        break;
+                    }
+                    left -= f.len();
+                }
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    true
 }
 
 /// An unmasked text frame header and `body`.
