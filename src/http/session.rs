@@ -41,8 +41,9 @@ pub enum HttpStep {
 #[derive(Debug)]
 pub struct HttpSession {
     inbuf: Vec<u8>,
-    /// A head whose body has not fully arrived.
-    pending: Option<Request>,
+    /// A head whose body has not fully arrived (boxed: it is rare, and this session is
+    /// part of every connection's slab entry until the upgrade).
+    pending: Option<Box<Request>>,
     /// When the current request must be complete.
     deadline: Instant,
     /// A request waits for its answer ([`HttpStep::Ask`]): whether to keep the connection
@@ -83,7 +84,7 @@ impl HttpSession {
         }
         loop {
             let req = match self.pending.take() {
-                Some(req) => req,
+                Some(req) => *req,
                 None => match parse_head(&self.inbuf, &limits) {
                     Ok(None) => break,
                     Ok(Some((req, used))) => {
@@ -99,7 +100,7 @@ impl HttpSession {
             };
             let body_len = req.body_len();
             if self.inbuf.len() < body_len {
-                self.pending = Some(req);
+                self.pending = Some(Box::new(req));
                 break;
             }
             let routed = route(&req, &self.inbuf[..body_len], engine);
