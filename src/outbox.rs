@@ -542,6 +542,17 @@ impl Outbox {
         self.fits(self.queued, self.queued_bytes, len)
     }
 
+    /// Under `drop-newest`, with no room for an event of `len` bytes: counts event `id` as
+    /// lost and returns true, without the event's frame ever being cloned (under overload
+    /// most routed events end here). False, and nothing done, in every other case.
+    pub fn drop_newest_if_full(&mut self, id: u64, len: usize) -> bool {
+        if self.policy != Policy::DropNewest || self.closing || self.fits_event(len) {
+            return false;
+        }
+        self.lose(0, id, id, None);
+        true
+    }
+
     /// Whether [`push_replayed`](Self::push_replayed) may take another event.
     pub fn has_room(&self) -> bool {
         !self.closing && self.queued < self.capacity && self.queued_bytes < self.max_bytes
@@ -1073,6 +1084,26 @@ mod tests {
             o.push_control(Bytes::from_static(b"p")).unwrap();
         }
         assert!(o.push_control(Bytes::from_static(b"p")).is_err());
+    }
+
+    #[test]
+    fn drop_newest_if_full_loses_only_under_drop_newest_when_full() {
+        let mut o = outbox(2, Policy::DropNewest);
+        assert!(!o.drop_newest_if_full(1, 3), "room: nothing done");
+        o.push_event(ev(1), 1, Priority::Bulk);
+        o.push_event(ev(2), 2, Priority::Bulk);
+        assert!(o.drop_newest_if_full(3, 3));
+        assert!(o.drop_newest_if_full(4, 3));
+        assert_eq!(o.dropped(), 2);
+        // The episode's notice follows the queued events, as with a refused push.
+        assert_eq!(drain(&mut o, 100), (b"e1|e2|D2:3-4|".to_vec(), 2));
+        let mut old = outbox(1, Policy::DropOldest);
+        old.push_event(ev(1), 1, Priority::Bulk);
+        assert!(
+            !old.drop_newest_if_full(2, 3),
+            "another policy decides itself"
+        );
+        assert_eq!(old.dropped(), 0);
     }
 
     #[test]

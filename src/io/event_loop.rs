@@ -1091,6 +1091,15 @@ fn route_event(
         if conn.last_routed >= id || conn.replay_next.is_some() {
             return;
         }
+        // A full drop-newest queue loses the event before its frame is cloned. Not with
+        // ack tracking, which redelivers what was dropped, nor SSE, whose records differ
+        // in size.
+        let untracked_ws = matches!(&conn.phase, Phase::Ws(ws) if !ws.tracks_acks());
+        if untracked_ws && conn.outbox.drop_newest_if_full(id, ev.frame().len()) {
+            conn.last_routed = id;
+            lost += 1;
+            return;
+        }
         let frame = match &mut conn.phase {
             Phase::Sse(_) => ev.sse_record(epoch),
             Phase::Ws(ws) => {

@@ -89,7 +89,12 @@ impl WsSession {
         }
     }
 
-    /// The acknowledgement tracking, for an `ack=` subscription.
+    /// Whether it is an `ack=` subscription.
+    pub fn tracks_acks(&self) -> bool {
+        self.acks.is_some()
+    }
+
+    /// The acknowledgement tracking, for `ack=` subscriptions.
     pub fn acks_mut(&mut self) -> Option<&mut Unacked> {
         self.acks.as_deref_mut()
     }
