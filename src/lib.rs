@@ -16,7 +16,7 @@
 //!              │ own mio Poll + own SO_REUSEPORT socket)│
 //!              │  route by type filter (io/router.rs)   │
 //!              │  → per-connection Outbox (outbox.rs)   │
-//!              │  → writev a batch (io/connection.rs)   │
+//!              │  → sendmsg a batch (io/connection.rs)  │
 //!              └────────────────────────────────────────┘
 //! ```
 //!

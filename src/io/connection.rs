@@ -1,5 +1,5 @@
 //! One accepted socket: its protocol phase, its outbox, and the socket work (read until
-//! WouldBlock, write with `writev` until WouldBlock) that drives them.
+//! WouldBlock, write with `send`/`sendmsg` until WouldBlock) that drives them.
 
 use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
@@ -16,9 +16,9 @@ use crate::policy::Policy;
 use crate::ws::message::{self, Framing};
 use crate::ws::session::WsSession;
 
-/// Frames gathered into one `writev` (the kernel takes at most 1,024).
+/// Frames gathered into one `sendmsg` (the kernel takes at most 1,024 slices).
 const IOV_BATCH: usize = 1024;
-/// The `writev` array for a short queue. Filling the 1,024-entry array (16 KiB) for the
+/// The slice array for a short queue. Filling the 1,024-entry array (16 KiB) for the
 /// one or two frames a paced subscriber has waiting was most of a delivery's instructions
 /// (callgrind; see the README's performance section).
 const IOV_SMALL: usize = 16;

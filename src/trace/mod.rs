@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `event.publish` | [`crate::Bus::publish`] (validate, encode, append, wake) | `event_id`, `event_type`, `source`, `subscriber_count` |
 //! | `subscriber.invoke` | an in-process subscriber's worker, around the handler | `subscriber_id`, `event_type`, `status` |
-//! | `ws.write` | an I/O thread, around one `writev` burst to a connection | `connection_id`, `events`, `bytes` |
+//! | `ws.write` | an I/O thread, around one burst of writes to a connection | `connection_id`, `events`, `bytes` |
 //! | `workflow.step` | `firehose stress`, for each step a persona publishes | `persona_id`, `action_type`, `duration_ms` |
 //!
 //! `event.publish` has a span id derived from the event id ([`publish_span_id`]), so the
