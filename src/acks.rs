@@ -85,6 +85,10 @@ pub struct Unacked {
     pending: VecDeque<Pending>,
     /// The highest id acknowledged.
     acked: u64,
+    /// Redeliveries and events dead-lettered since [`take_counts`](Self::take_counts)
+    /// (here rather than in the session, which every subscriber has).
+    redelivered: u64,
+    dead_lettered: u64,
 }
 
 impl Unacked {
@@ -96,7 +100,23 @@ impl Unacked {
             max: max.max(1),
             pending: VecDeque::new(),
             acked: 0,
+            redelivered: 0,
+            dead_lettered: 0,
         }
+    }
+
+    /// Adds to the redelivery and dead-letter counts.
+    pub fn count(&mut self, redelivered: u64, dead_lettered: u64) {
+        self.redelivered += redelivered;
+        self.dead_lettered += dead_lettered;
+    }
+
+    /// Redeliveries and events dead-lettered since the last call; the counts are reset.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.redelivered),
+            std::mem::take(&mut self.dead_lettered),
+        )
     }
 
     /// Whether an event of priority `p` is tracked.

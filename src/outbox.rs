@@ -61,13 +61,14 @@ impl RecentIds {
     }
 }
 
-/// A connection's losses: the open overflow episode of each lane, and the events lost per
-/// lane since [`Outbox::take_lost_by_lane`] (priority policy only; events of unknown
-/// priority are not attributed).
+/// A connection's overload bookkeeping: the open overflow episode of each lane, the events
+/// lost per lane since [`Outbox::take_lost_by_lane`] (priority policy only; events of
+/// unknown priority are not attributed), and when the last `backlog` notice went.
 #[derive(Debug, Default)]
 struct Losses {
     episodes: [Option<Episode>; LANES],
     lost_by_lane: [u64; LANES],
+    backlog_sent_at: Option<Instant>,
 }
 
 /// A queued frame in an event lane: 40 bytes, as this is the hottest structure.
@@ -268,7 +269,6 @@ pub struct Outbox {
     closing: bool,
     /// Above the high-water mark (half full); cleared at a quarter (hysteresis).
     backpressure: bool,
-    backlog_sent_at: Option<Instant>,
     make_notice: fn(&Episode) -> Bytes,
 }
 
@@ -298,7 +298,6 @@ impl Outbox {
             recent: None,
             closing: false,
             backpressure: false,
-            backlog_sent_at: None,
             make_notice,
         }
     }
@@ -330,13 +329,14 @@ impl Outbox {
             return None;
         }
         self.backpressure = true;
-        if self
+        let losses = self.losses.get_or_insert_with(Box::default);
+        if losses
             .backlog_sent_at
             .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_NOTICE_INTERVAL)
         {
             return None;
         }
-        self.backlog_sent_at = Some(now);
+        losses.backlog_sent_at = Some(now);
         Some(self.queued)
     }
 

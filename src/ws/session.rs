@@ -46,10 +46,10 @@ pub struct WsSession {
     id: u64,
     filter: Filter,
     /// Set when a subscribe/unsubscribe changed the filter: the old one, for the router.
-    replaced_filter: Option<Filter>,
+    replaced_filter: Option<Box<Filter>>,
     /// A `resume` message asked to start over from here (for the I/O layer, which owns the
     /// log cursor).
-    resume: Option<Position>,
+    resume: Option<Box<Position>>,
     inbuf: Vec<u8>,
     /// A fragmented text message being reassembled.
     message: Option<Vec<u8>>,
@@ -63,9 +63,6 @@ pub struct WsSession {
     /// Events awaiting the client's `ack` (`ack=` subscriptions only; boxed, as most
     /// subscriptions have none).
     acks: Option<Box<Unacked>>,
-    /// Redeliveries and dead-lettered events since the I/O layer last counted them.
-    redelivered: u64,
-    dead_lettered: u64,
 }
 
 impl WsSession {
@@ -84,8 +81,6 @@ impl WsSession {
             discarded: 0,
             input_broken: false,
             acks: acks.map(Box::new),
-            redelivered: 0,
-            dead_lettered: 0,
         }
     }
 
@@ -112,10 +107,9 @@ impl WsSession {
 
     /// Redeliveries and events dead-lettered since the last call (for the counters).
     pub fn take_ack_counts(&mut self) -> (u64, u64) {
-        (
-            std::mem::take(&mut self.redelivered),
-            std::mem::take(&mut self.dead_lettered),
-        )
+        self.acks
+            .as_deref_mut()
+            .map_or((0, 0), Unacked::take_counts)
     }
 
     /// The dead-letter queue's name for this connection.
@@ -130,14 +124,15 @@ impl WsSession {
         let Some(acks) = &mut self.acks else {
             return;
         };
-        for (event, redeliveries) in acks.take_all() {
+        let outstanding = acks.take_all();
+        acks.count(0, outstanding.len() as u64);
+        for (event, redeliveries) in outstanding {
             engine.bus.dlq().enqueue_retried(
                 event,
                 std::sync::Arc::clone(&name),
                 why.to_owned(),
                 redeliveries,
             );
-            self.dead_lettered += 1;
         }
     }
 
@@ -151,12 +146,13 @@ impl WsSession {
             return;
         }
         let name: std::sync::Arc<str> = self.dlq_name().into();
+        let (mut redelivered, mut dead_lettered) = (0, 0);
         for o in overdue {
             match o {
                 // In order with the events, not counted as one (it was counted once).
                 Overdue::Redeliver(frame, _) => {
                     out.push_notice(frame);
-                    self.redelivered += 1;
+                    redelivered += 1;
                 }
                 Overdue::DeadLetter(event, n) => {
                     let why = format!(
@@ -167,9 +163,12 @@ impl WsSession {
                         .bus
                         .dlq()
                         .enqueue_retried(event, std::sync::Arc::clone(&name), why, n);
-                    self.dead_lettered += 1;
+                    dead_lettered += 1;
                 }
             }
+        }
+        if let Some(acks) = self.acks.as_deref_mut() {
+            acks.count(redelivered, dead_lettered);
         }
     }
 
@@ -185,12 +184,12 @@ impl WsSession {
 
     /// The filter a subscribe/unsubscribe replaced since the last call, if any.
     pub fn take_replaced_filter(&mut self) -> Option<Filter> {
-        self.replaced_filter.take()
+        self.replaced_filter.take().map(|f| *f)
     }
 
     /// The position a `resume` message asked for since the last call, if any.
     pub fn take_resume(&mut self) -> Option<Position> {
-        self.resume.take()
+        self.resume.take().map(|p| *p)
     }
 
     /// Events discarded by closing since the last call (for `events.dropped`).
@@ -367,7 +366,7 @@ impl WsSession {
                 None
             }
             Ok(ClientOp::Resume(position)) => {
-                self.resume = Some(position);
+                self.resume = Some(Box::new(position));
                 None
             }
             Ok(ClientOp::Subscribe { types, reference }) => {
@@ -411,7 +410,7 @@ impl WsSession {
         }
         if next != self.filter {
             let old = std::mem::replace(&mut self.filter, next);
-            self.replaced_filter.get_or_insert(old);
+            self.replaced_filter.get_or_insert(Box::new(old));
         }
         message::subscribed(reference, &self.types())
     }
