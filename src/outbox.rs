@@ -81,6 +81,20 @@ struct Item {
     t: Stamp,
 }
 
+/// The frame a short write stopped inside: the frame, the offset reached, its event id
+/// (0 if not an event) and stamp. Boxed in the outbox: only a socket that filled up has
+/// one, and an idle connection pays a pointer for it.
+#[derive(Debug)]
+struct Partial {
+    frame: Bytes,
+    offset: usize,
+    id: u64,
+    t: Stamp,
+}
+
+/// What a connection with no control frame waiting reads as.
+static NO_CONTROL: VecDeque<Bytes> = VecDeque::new();
+
 /// The event lanes, highest first. The first is inline, as every policy uses it; the three
 /// below it only the priority policy uses, so they are boxed on first use (and kept: a
 /// paced priority subscriber would otherwise allocate per event), and a connection's
@@ -246,10 +260,17 @@ impl Progress {
 #[derive(Debug)]
 pub struct Outbox {
     lanes: Lanes,
-    control: VecDeque<Bytes>,
+    /// Boxed on first use and dropped when drained: control frames are occasional, and
+    /// the box is 8 bytes where an empty `VecDeque` is 32 in every connection
+    /// (`tests/idle_memory.rs`).
+    #[allow(
+        clippy::box_collection,
+        reason = "an idle connection's size is measured; the extra allocation is rare"
+    )]
+    control: Option<Box<VecDeque<Bytes>>>,
     /// A frame partly written: the frame, the offset reached, and its event id (0 if not
     /// an event).
-    partial: Option<(Bytes, usize, u64, Stamp)>,
+    partial: Option<Box<Partial>>,
     capacity: usize,
     max_bytes: usize,
     /// Events in the lanes (notices not counted), and their bytes.
@@ -283,7 +304,7 @@ impl Outbox {
     ) -> Self {
         Self {
             lanes: Default::default(),
-            control: VecDeque::new(),
+            control: None,
             partial: None,
             capacity: capacity.max(1),
             max_bytes,
@@ -618,13 +639,21 @@ impl Outbox {
         }
     }
 
+    fn control(&self) -> &VecDeque<Bytes> {
+        self.control.as_deref().unwrap_or(&NO_CONTROL)
+    }
+
+    fn control_mut(&mut self) -> &mut VecDeque<Bytes> {
+        self.control.get_or_insert_with(Box::default)
+    }
+
     /// Queues a control frame ahead of the events. Refused (handed back) when
     /// [`MAX_CONTROL_FRAMES`] are already waiting or the connection is closing.
     pub fn push_control(&mut self, frame: Bytes) -> Result<(), Bytes> {
-        if self.closing || self.control.len() >= MAX_CONTROL_FRAMES {
+        if self.closing || self.control().len() >= MAX_CONTROL_FRAMES {
             return Err(frame);
         }
-        self.control.push_back(frame);
+        self.control_mut().push_back(frame);
         Ok(())
     }
 
@@ -636,14 +665,14 @@ impl Outbox {
             return 0;
         }
         let discarded = self.clear_events();
-        self.control.extend(frames);
+        self.control_mut().extend(frames);
         self.closing = true;
         discarded
     }
 
     /// Events waiting (including a partly written one).
     pub fn queued_events(&self) -> usize {
-        self.queued + usize::from(matches!(self.partial, Some((_, _, id, _)) if id != 0))
+        self.queued + usize::from(self.partial.as_ref().is_some_and(|p| p.id != 0))
     }
 
     /// The ids of the queued events, in the order they will be written (a partly written
@@ -659,8 +688,8 @@ impl Outbox {
     /// The id of the last event completely written (0 if none), or of the one being
     /// written: what the client will have when the queue is discarded.
     pub fn last_delivered(&self) -> u64 {
-        match self.partial {
-            Some((_, _, id, _)) if id != 0 => id,
+        match &self.partial {
+            Some(p) if p.id != 0 => p.id,
             _ => self.last_delivered,
         }
     }
@@ -698,28 +727,28 @@ impl Outbox {
     /// Whether nothing at all waits to be written.
     pub fn is_empty(&self) -> bool {
         self.partial.is_none()
-            && self.control.is_empty()
+            && self.control().is_empty()
             && self.lanes.iter().all(VecDeque::is_empty)
     }
 
     /// Frames waiting to be written (events, notices, control frames, a partial one).
     pub fn frames_waiting(&self) -> usize {
         usize::from(self.partial.is_some())
-            + self.control.len()
+            + self.control().len()
             + self.lanes.iter().map(VecDeque::len).sum::<usize>()
     }
 
     /// Fills `iov` with the next bytes to write, in order; returns how many slices it used.
     pub fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        if let Some((frame, offset, _, _)) = &self.partial {
+        if let Some(p) = &self.partial {
             if n == iov.len() {
                 return n;
             }
-            iov[n] = IoSlice::new(&frame[*offset..]);
+            iov[n] = IoSlice::new(&p.frame[p.offset..]);
             n += 1;
         }
-        for frame in &self.control {
+        for frame in self.control() {
             if n == iov.len() {
                 return n;
             }
@@ -749,17 +778,19 @@ impl Outbox {
             bytes: written as u64,
             ..Progress::default()
         };
-        if let Some((frame, offset, id, t)) = self.partial.take() {
-            let rest = frame.len() - offset;
+        if let Some(mut p) = self.partial.take() {
+            let rest = p.frame.len() - p.offset;
             if written < rest {
-                self.partial = Some((frame, offset + written, id, t));
+                p.offset += written;
+                self.partial = Some(p);
                 return progress;
             }
             written -= rest;
-            self.completed(id, t, &mut progress);
+            self.completed(p.id, p.t, &mut progress);
         }
         while written > 0 {
-            let (frame, id, t) = if let Some(frame) = self.control.pop_front() {
+            let control = self.control.as_mut().and_then(|c| c.pop_front());
+            let (frame, id, t) = if let Some(frame) = control {
                 (frame, 0, Stamp::default())
             } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
                 if item.is_event() {
@@ -772,7 +803,12 @@ impl Outbox {
                 break;
             };
             if written < frame.len() {
-                self.partial = Some((frame, written, id, t));
+                self.partial = Some(Box::new(Partial {
+                    frame,
+                    offset: written,
+                    id,
+                    t,
+                }));
                 break;
             }
             written -= frame.len();
@@ -814,8 +850,8 @@ impl Outbox {
         }
         // Control frames are rare (replies, pings, the welcome): an idle connection keeps
         // no buffer for them.
-        if self.control.is_empty() && self.control.capacity() > 0 {
-            self.control = VecDeque::new();
+        if self.control.as_ref().is_some_and(|c| c.is_empty()) {
+            self.control = None;
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::clock::Moment;
 use crate::event::Filter;
 use crate::http::session::HttpSession;
 use crate::http::sse::SseSession;
@@ -48,7 +49,7 @@ pub struct Connection {
     /// Replaying from the log: the next id to read (not routed live until it catches up).
     pub(crate) replay_next: Option<u64>,
     /// Set once the session is over: when to give up on a clean close.
-    pub(crate) finish_by: Option<Instant>,
+    pub(crate) finish_by: Option<Moment>,
     /// Our FIN has been sent; what the peer still sends is read and discarded.
     pub(crate) write_shut: bool,
     /// After the final output, wait for the peer's FIN (HTTP: a reset could destroy the
@@ -57,11 +58,11 @@ pub struct Connection {
     pub(crate) linger: bool,
     /// Since when output has waited while the socket took nothing (`None`: progressing or
     /// nothing to write).
-    pub(crate) stalled_since: Option<Instant>,
+    pub(crate) stalled_since: Option<Moment>,
     /// Consecutive failed writes (errors other than "would block").
     pub(crate) failed_writes: u32,
     /// When bytes were last written to it.
-    pub(crate) last_write: Option<Instant>,
+    pub(crate) last_write: Option<Moment>,
 }
 
 /// Why [`Connection::flush`] stopped.
@@ -200,7 +201,7 @@ impl Connection {
         if wrote || self.outbox.is_empty() {
             self.stalled_since = None;
         } else {
-            self.stalled_since.get_or_insert(now);
+            self.stalled_since.get_or_insert(Moment::at(now));
         }
         if self.finish_by.is_some() && self.outbox.is_empty() && self.linger && !self.write_shut {
             // Everything is out: send FIN, then wait for the peer's (lingering close, so a

@@ -28,6 +28,7 @@ use super::connection::{Connection, FlushError, Phase};
 use super::router::Router;
 use crate::acks::Unacked;
 use crate::census::{self, ConnInfo, ConnState, Report, Transport};
+use crate::clock::Moment;
 use crate::engine::Engine;
 use crate::event::Encoded;
 use crate::http::connections::{self, Ask};
@@ -282,7 +283,7 @@ impl EventLoop {
         }
         conn.replay_next = None;
         conn.finish_by
-            .get_or_insert(now + self.engine.config.close_timeout);
+            .get_or_insert(Moment::at(now + self.engine.config.close_timeout));
         self.engine
             .counters
             .thread(self.index)
@@ -377,7 +378,7 @@ impl EventLoop {
         match conn.flush(now) {
             Ok(p) => {
                 if p.bytes > 0 {
-                    conn.last_write = Some(now);
+                    conn.last_write = Some(Moment::at(now));
                 }
                 ThreadCounters::add(&counters.delivered, p.events);
                 ThreadCounters::add(&counters.bytes_out, p.bytes);
@@ -515,7 +516,7 @@ impl EventLoop {
         };
         match step {
             HttpStep::Continue => {}
-            HttpStep::Close => conn.finish_by = Some(now + engine.config.close_timeout),
+            HttpStep::Close => conn.finish_by = Some(Moment::at(now + engine.config.close_timeout)),
             HttpStep::Upgrade { upgrade, leftover } => {
                 let acks = upgrade.ack.map(|class| {
                     Unacked::new(class, engine.config.ack_timeout, engine.config.max_unacked)
@@ -627,7 +628,9 @@ impl EventLoop {
                 queued_bytes: conn.outbox.queued_bytes(),
                 delivered: conn.outbox.delivered(),
                 dropped: conn.outbox.dropped(),
-                last_message_age: conn.last_write.map(|t| now.saturating_duration_since(t)),
+                last_message_age: conn
+                    .last_write
+                    .map(|t| now.saturating_duration_since(t.instant())),
                 state,
                 recent: conn.outbox.recent(),
             });
@@ -668,7 +671,7 @@ impl EventLoop {
         }
         let discarded = ws.take_discarded();
         if step == WsStep::Done && conn.finish_by.is_none() {
-            conn.finish_by = Some(now + close_timeout);
+            conn.finish_by = Some(Moment::at(now + close_timeout));
         }
         let resume = ws.take_resume().filter(|_| ws.is_open());
         if resume.is_some() {
@@ -825,7 +828,7 @@ impl EventLoop {
         for (key, conn) in self.conns.iter_mut() {
             if conn
                 .stalled_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= stall)
+                .is_some_and(|t| now.saturating_duration_since(t.instant()) >= stall)
             {
                 stalled.push(key);
                 continue;
@@ -834,7 +837,7 @@ impl EventLoop {
                 retry.push(key);
             }
             if let Some(deadline) = conn.finish_by {
-                if now >= deadline {
+                if now >= deadline.instant() {
                     expired.push(key);
                 }
                 continue;
@@ -842,14 +845,19 @@ impl EventLoop {
             match &mut conn.phase {
                 Phase::Http(http) => {
                     if let HttpStep::Close = http.on_tick(now, &engine, &mut conn.outbox) {
-                        conn.finish_by = Some(now + engine.config.close_timeout);
+                        conn.finish_by = Some(Moment::at(now + engine.config.close_timeout));
                         to_flush.push(key);
                     }
                 }
                 Phase::Ws(ws) => ws_steps.push((key, ws.on_tick(now, &engine, &mut conn.outbox))),
                 Phase::Sse(s) => {
                     let every = engine.config.ping_interval;
-                    s.on_tick(now, conn.last_write, every, &mut conn.outbox);
+                    s.on_tick(
+                        now,
+                        conn.last_write.map(Moment::instant),
+                        every,
+                        &mut conn.outbox,
+                    );
                     if !conn.outbox.is_empty() {
                         to_flush.push(key);
                     }
@@ -931,7 +939,7 @@ impl EventLoop {
             if let Phase::Ws(ws) = &mut conn.phase {
                 ws.shut_down(now, &mut conn.outbox);
             }
-            conn.finish_by = Some(now);
+            conn.finish_by = Some(Moment::at(now));
             self.after_ws(key, WsStep::Done, now);
             self.mark_dirty(key);
         }
