@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::frame::{self, CloseCode, CloseRequest, Frame, OpCode};
 use super::message::{self, ClientOp};
 use crate::acks::{Overdue, Unacked};
+use crate::clock::Moment;
 use crate::engine::Engine;
 use crate::event::{Filter, Pattern};
 use crate::outbox::Outbox;
@@ -34,7 +35,7 @@ enum State {
     Open,
     /// Our close frame is queued (or sent); waiting for the peer's.
     Closing {
-        since: Instant,
+        since: Moment,
     },
     /// Both close frames exchanged (or the peer's answered): flush and drop.
     Done,
@@ -50,7 +51,13 @@ pub struct WsSession {
     /// A `resume` message asked to start over from here (for the I/O layer, which owns the
     /// log cursor).
     resume: Option<Box<Position>>,
-    inbuf: Vec<u8>,
+    /// The start of a frame that has not fully arrived. Boxed, and only while needed:
+    /// most subscribers never send a byte after the handshake.
+    #[allow(
+        clippy::box_collection,
+        reason = "an idle connection's size is measured; a partial frame is rare"
+    )]
+    inbuf: Option<Box<Vec<u8>>>,
     /// A fragmented text message being reassembled (boxed: fragmented messages are rare,
     /// and the box is 8 bytes in every subscriber where the `Vec` is 24).
     #[allow(
@@ -58,7 +65,7 @@ pub struct WsSession {
         reason = "an idle connection's size is measured; the extra allocation is rare"
     )]
     message: Option<Box<Vec<u8>>>,
-    last_input: Instant,
+    last_input: Moment,
     ping_outstanding: bool,
     state: State,
     /// Events discarded because the connection closed with them still queued.
@@ -78,9 +85,9 @@ impl WsSession {
             filter,
             replaced_filter: None,
             resume: None,
-            inbuf: Vec::new(),
+            inbuf: None,
             message: None,
-            last_input: now,
+            last_input: Moment::at(now),
             ping_outstanding: false,
             state: State::Open,
             discarded: 0,
@@ -236,24 +243,25 @@ impl WsSession {
         engine: &Engine,
         out: &mut Outbox,
     ) -> WsStep {
-        self.last_input = now;
+        self.last_input = Moment::at(now);
         self.ping_outstanding = false;
-        let mut buf = std::mem::take(&mut self.inbuf);
-        let from_data = buf.is_empty();
-        if !from_data {
-            buf.extend_from_slice(data);
+        match self.inbuf.take().filter(|b| !b.is_empty()) {
+            // Nothing waiting: decode straight from `data`, keep only an unfinished frame.
+            None => {
+                let used = self.consume(data, now, engine, out);
+                if used < data.len() {
+                    self.inbuf = Some(Box::new(data[used..].to_vec()));
+                }
+            }
+            Some(mut buf) => {
+                buf.extend_from_slice(data);
+                let used = self.consume(&buf, now, engine, out);
+                buf.drain(..used);
+                if !buf.is_empty() {
+                    self.inbuf = Some(buf);
+                }
+            }
         }
-        let input: &[u8] = if from_data { data } else { &buf };
-        let used = self.consume(input, now, engine, out);
-        if from_data {
-            buf.extend_from_slice(&data[used..]);
-        } else {
-            buf.drain(..used);
-        }
-        if buf.is_empty() && buf.capacity() > 4096 {
-            buf = Vec::new();
-        }
-        self.inbuf = buf;
         self.step()
     }
 
@@ -473,7 +481,9 @@ impl WsSession {
         }
         self.discarded += out.push_final(notice.into_iter().chain([frame::close(code, reason)]));
         self.message = None;
-        self.state = State::Closing { since: now };
+        self.state = State::Closing {
+            since: Moment::at(now),
+        };
     }
 
     /// Keep-alive and timeouts.
@@ -482,7 +492,7 @@ impl WsSession {
         match self.state {
             State::Open => {
                 self.check_acks(now, engine, out);
-                let silent = now.saturating_duration_since(self.last_input);
+                let silent = now.saturating_duration_since(self.last_input.instant());
                 if silent >= cfg.idle_timeout {
                     self.close(CloseCode::GoingAway, "idle timeout", now, out);
                 } else if silent >= cfg.ping_interval
@@ -493,7 +503,7 @@ impl WsSession {
                 }
             }
             State::Closing { since }
-                if now.saturating_duration_since(since) >= cfg.close_timeout =>
+                if now.saturating_duration_since(since.instant()) >= cfg.close_timeout =>
             {
                 self.state = State::Done
             }
