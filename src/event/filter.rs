@@ -74,7 +74,18 @@ impl fmt::Display for Pattern {
 /// A subscription's set of patterns; an event is wanted if any pattern matches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
-    patterns: Vec<Pattern>,
+    repr: Repr,
+}
+
+/// How a filter holds its patterns. Most subscriptions have one, which is kept inline: every
+/// subscriber holds its filter, and a one-pattern `Vec` is a second heap allocation per
+/// connection. The variant follows the count (one pattern is always `One`), so the
+/// derived equality compares patterns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Repr {
+    One(Pattern),
+    /// None, or two or more (with no spare room).
+    Many(Vec<Pattern>),
 }
 
 impl Default for Filter {
@@ -87,14 +98,14 @@ impl Filter {
     /// The filter that wants everything.
     pub fn all() -> Self {
         Self {
-            patterns: vec![Pattern::All],
+            repr: Repr::One(Pattern::All),
         }
     }
 
     /// The filter that wants nothing (after unsubscribing from everything).
     pub fn none() -> Self {
         Self {
-            patterns: Vec::new(),
+            repr: Repr::Many(Vec::new()),
         }
     }
 
@@ -111,7 +122,7 @@ impl Filter {
         for item in items {
             filter.add(Pattern::parse(item.trim())?)?;
         }
-        if filter.patterns.is_empty() {
+        if filter.patterns().is_empty() {
             return Err(FilterError::Empty);
         }
         Ok(filter)
@@ -119,39 +130,68 @@ impl Filter {
 
     /// Adds a pattern (no effect if present).
     pub fn add(&mut self, pattern: Pattern) -> Result<(), FilterError> {
-        if !self.patterns.contains(&pattern) {
-            if self.patterns.len() == MAX_PATTERNS {
-                return Err(FilterError::TooMany);
-            }
-            // Exactly one more: every subscriber holds its filter, and most hold one
-            // pattern, which a doubling `Vec` would give room for four (96 bytes).
-            self.patterns.reserve_exact(1);
-            self.patterns.push(pattern);
+        if self.patterns().contains(&pattern) {
+            return Ok(());
         }
+        if self.patterns().len() == MAX_PATTERNS {
+            return Err(FilterError::TooMany);
+        }
+        self.repr = match std::mem::replace(&mut self.repr, Repr::Many(Vec::new())) {
+            Repr::Many(v) if v.is_empty() => Repr::One(pattern),
+            Repr::One(first) => Repr::Many(vec![first, pattern]),
+            Repr::Many(mut v) => {
+                // Exactly one more: a doubling `Vec` would hold spare room in every
+                // subscriber that has this filter.
+                v.reserve_exact(1);
+                v.push(pattern);
+                Repr::Many(v)
+            }
+        };
         Ok(())
     }
 
     /// Removes a pattern; returns whether it was there.
     pub fn remove(&mut self, pattern: &Pattern) -> bool {
-        let before = self.patterns.len();
-        self.patterns.retain(|p| p != pattern);
-        before != self.patterns.len()
+        let before = self.patterns().len();
+        self.repr = match std::mem::replace(&mut self.repr, Repr::Many(Vec::new())) {
+            Repr::One(p) if p == *pattern => Repr::Many(Vec::new()),
+            Repr::Many(mut v) => {
+                v.retain(|p| p != pattern);
+                match v.pop() {
+                    Some(last) if v.is_empty() => Repr::One(last),
+                    Some(last) => {
+                        v.push(last);
+                        v.shrink_to_fit();
+                        Repr::Many(v)
+                    }
+                    None => Repr::Many(v),
+                }
+            }
+            one => one,
+        };
+        before != self.patterns().len()
     }
 
     /// The patterns.
     pub fn patterns(&self) -> &[Pattern] {
-        &self.patterns
+        match &self.repr {
+            Repr::One(p) => std::slice::from_ref(p),
+            Repr::Many(v) => v,
+        }
     }
 
     /// Room reserved beyond the patterns held (for tests of the allocation).
     #[cfg(test)]
     fn spare(&self) -> usize {
-        self.patterns.capacity() - self.patterns.len()
+        match &self.repr {
+            Repr::One(_) => 0,
+            Repr::Many(v) => v.capacity() - v.len(),
+        }
     }
 
     /// Whether any pattern matches `event_type`.
     pub fn matches(&self, event_type: &str) -> bool {
-        self.patterns.iter().any(|p| p.matches(event_type))
+        self.patterns().iter().any(|p| p.matches(event_type))
     }
 }
 
@@ -177,9 +217,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_filter_holds_no_spare_room() {
+    fn a_filter_holds_no_spare_room_and_compares_by_patterns() {
         assert_eq!(Filter::parse_list("bench.tick").unwrap().spare(), 0);
         assert_eq!(Filter::parse_list("a.*,b,c").unwrap().spare(), 0);
+        let mut f = Filter::parse_list("a,b").unwrap();
+        assert!(f.remove(&Pattern::parse("b").unwrap()));
+        assert_eq!(f, Filter::parse_list("a").unwrap(), "one left: held inline");
+        assert!(!f.remove(&Pattern::parse("b").unwrap()));
+        assert!(f.remove(&Pattern::parse("a").unwrap()));
+        assert_eq!(f, Filter::none());
+        f.add(Pattern::All).unwrap();
+        assert_eq!(f, Filter::all());
+        f.add(Pattern::parse("x.*").unwrap()).unwrap();
+        assert_eq!(f.patterns().len(), 2);
+        assert_eq!(f.spare(), 0);
+        assert!(f.matches("x.y") && f.matches("anything"));
     }
 
     #[test]
