@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
+use std::num::NonZeroU64;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -47,7 +48,8 @@ pub struct Connection {
     /// Registered with the router.
     pub(crate) routed: bool,
     /// Replaying from the log: the next id to read (not routed live until it catches up).
-    pub(crate) replay_next: Option<u64>,
+    /// (Ids start at 1, so `NonZeroU64` keeps the `Option` at 8 bytes.)
+    pub(crate) replay_next: Option<NonZeroU64>,
     /// Set once the session is over: when to give up on a clean close.
     pub(crate) finish_by: Option<Moment>,
     /// Our FIN has been sent; what the peer still sends is read and discarded.

@@ -15,6 +15,7 @@
 //! has its own cache lines) and the connection count.
 
 use std::io;
+use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -741,7 +742,7 @@ impl EventLoop {
             ThreadCounters::add(&counters.gap_notices, 1);
         }
         if start.next < self.cursor {
-            conn.replay_next = Some(start.next);
+            conn.replay_next = NonZeroU64::new(start.next);
             self.replaying.push(key);
         } else {
             // Events up to `next - 1` are delivered or not wanted (the id may be ahead of
@@ -774,7 +775,7 @@ impl EventLoop {
             let epoch = engine.bus.epoch();
             match replay_into(conn, log, (self.cursor, epoch), &mut budget, counters) {
                 Replayed::CaughtUp => {
-                    let next = conn.replay_next.take().unwrap_or(self.cursor);
+                    let next = conn.replay_next.take().map_or(self.cursor, NonZeroU64::get);
                     let Some(filter) = conn.filter() else {
                         continue;
                     };
@@ -1019,7 +1020,7 @@ fn replay_into(
         _ => return Replayed::Over,
     };
     let now = Instant::now();
-    let Some(mut next) = conn.replay_next else {
+    let Some(mut next) = conn.replay_next.map(NonZeroU64::get) else {
         return Replayed::Over;
     };
     let mut replayed = 0;
@@ -1073,7 +1074,7 @@ fn replay_into(
             Read::Pending => break Replayed::Full,
         }
     };
-    conn.replay_next = Some(next);
+    conn.replay_next = NonZeroU64::new(next);
     ThreadCounters::add(&counters.replayed, replayed);
     outcome
 }
@@ -1114,7 +1115,7 @@ fn route_event(
                 if let Some(acks) = ws.acks_mut().filter(|a| a.wants(ev.priority())) {
                     if acks.is_full() {
                         // Flow control: no more until acks come; then it catches up.
-                        conn.replay_next = Some(id);
+                        conn.replay_next = NonZeroU64::new(id);
                         fell_behind.push(key);
                         return;
                     }
@@ -1126,7 +1127,7 @@ fn route_event(
         };
         if conn.outbox.policy() == Policy::CatchUp && !conn.outbox.fits_event(frame.len()) {
             // Nothing is dropped: it reads the log from here at its own pace.
-            conn.replay_next = Some(id);
+            conn.replay_next = NonZeroU64::new(id);
             fell_behind.push(key);
             return;
         }
