@@ -61,11 +61,10 @@ static GLOBAL: Counting = Counting;
 /// Idle connections opened. The server reserves its connection slab up front, so only
 /// the entries they fill become resident.
 const N: usize = 2048;
-/// The budget per idle connection, in bytes of the process's RSS: what one holds now (400
-/// on 2026-11-24: a 320-byte `Connection` in its slab entry, 18 heap bytes, the
-/// allocator's overhead), with a little room. Issue 7's target is 400; README,
-/// Performance, says what would reach it.
-const BUDGET: i64 = 440;
+/// The budget per idle connection, in bytes of the process's RSS: issue 7's target. One
+/// holds 368 on 2026-11-24 (a 288-byte `Connection` in its slab entry, 18 heap bytes, the
+/// allocator's overhead); `firehose bench --idle 10000` measures 388 for the binary.
+const BUDGET: i64 = 400;
 
 fn rss_bytes() -> i64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

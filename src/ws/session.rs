@@ -41,30 +41,38 @@ enum State {
     Done,
 }
 
+/// What a WebSocket session needs only now and then, boxed together and dropped once it is
+/// all empty: most subscribers never send a byte after the handshake, and every
+/// connection would otherwise carry these fields (`tests/idle_memory.rs`).
+#[derive(Debug, Default)]
+struct Rare {
+    /// The start of a frame that has not fully arrived.
+    inbuf: Vec<u8>,
+    /// A fragmented text message being reassembled.
+    message: Option<Vec<u8>>,
+    /// Set when a subscribe/unsubscribe changed the filter: the old one, for the router.
+    replaced_filter: Option<Filter>,
+    /// A `resume` message asked to start over from here (for the I/O layer, which owns the
+    /// log cursor).
+    resume: Option<Position>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.inbuf.is_empty()
+            && self.message.is_none()
+            && self.replaced_filter.is_none()
+            && self.resume.is_none()
+    }
+}
+
 /// One WebSocket connection's protocol state.
 #[derive(Debug)]
 pub struct WsSession {
     id: u64,
     filter: Filter,
-    /// Set when a subscribe/unsubscribe changed the filter: the old one, for the router.
-    replaced_filter: Option<Box<Filter>>,
-    /// A `resume` message asked to start over from here (for the I/O layer, which owns the
-    /// log cursor).
-    resume: Option<Box<Position>>,
-    /// The start of a frame that has not fully arrived. Boxed, and only while needed:
-    /// most subscribers never send a byte after the handshake.
-    #[allow(
-        clippy::box_collection,
-        reason = "an idle connection's size is measured; a partial frame is rare"
-    )]
-    inbuf: Option<Box<Vec<u8>>>,
-    /// A fragmented text message being reassembled (boxed: fragmented messages are rare,
-    /// and the box is 8 bytes in every subscriber where the `Vec` is 24).
-    #[allow(
-        clippy::box_collection,
-        reason = "an idle connection's size is measured; the extra allocation is rare"
-    )]
-    message: Option<Box<Vec<u8>>>,
+    /// What a subscription needs only now and then (see [`Rare`]).
+    rare: Option<Box<Rare>>,
     last_input: Moment,
     ping_outstanding: bool,
     state: State,
@@ -83,10 +91,7 @@ impl WsSession {
         Self {
             id,
             filter,
-            replaced_filter: None,
-            resume: None,
-            inbuf: None,
-            message: None,
+            rare: None,
             last_input: Moment::at(now),
             ping_outstanding: false,
             state: State::Open,
@@ -184,6 +189,17 @@ impl WsSession {
         }
     }
 
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the [`Rare`] box once nothing in it is in use.
+    fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
     /// The connection id.
     pub fn id(&self) -> u64 {
         self.id
@@ -196,12 +212,16 @@ impl WsSession {
 
     /// The filter a subscribe/unsubscribe replaced since the last call, if any.
     pub fn take_replaced_filter(&mut self) -> Option<Filter> {
-        self.replaced_filter.take().map(|f| *f)
+        let replaced = self.rare.as_mut().and_then(|r| r.replaced_filter.take());
+        self.tidy();
+        replaced
     }
 
     /// The position a `resume` message asked for since the last call, if any.
     pub fn take_resume(&mut self) -> Option<Position> {
-        self.resume.take().map(|p| *p)
+        let resume = self.rare.as_mut().and_then(|r| r.resume.take());
+        self.tidy();
+        resume
     }
 
     /// Events discarded by closing since the last call (for `events.dropped`).
@@ -245,12 +265,13 @@ impl WsSession {
     ) -> WsStep {
         self.last_input = Moment::at(now);
         self.ping_outstanding = false;
-        match self.inbuf.take().filter(|b| !b.is_empty()) {
+        let waiting = self.rare.as_mut().map(|r| std::mem::take(&mut r.inbuf));
+        match waiting.filter(|b| !b.is_empty()) {
             // Nothing waiting: decode straight from `data`, keep only an unfinished frame.
             None => {
                 let used = self.consume(data, now, engine, out);
                 if used < data.len() {
-                    self.inbuf = Some(Box::new(data[used..].to_vec()));
+                    self.rare().inbuf.extend_from_slice(&data[used..]);
                 }
             }
             Some(mut buf) => {
@@ -258,10 +279,11 @@ impl WsSession {
                 let used = self.consume(&buf, now, engine, out);
                 buf.drain(..used);
                 if !buf.is_empty() {
-                    self.inbuf = Some(buf);
+                    self.rare().inbuf = buf;
                 }
             }
         }
+        self.tidy();
         self.step()
     }
 
@@ -309,16 +331,16 @@ impl WsSession {
             return;
         }
         match f.opcode {
-            OpCode::Text if self.message.is_some() => self.close(
+            OpCode::Text if self.rare.as_ref().is_some_and(|r| r.message.is_some()) => self.close(
                 CloseCode::Protocol,
                 "new message before the fragmented one ended",
                 now,
                 out,
             ),
             OpCode::Text if f.fin => self.on_text(&f.payload, engine, now, out),
-            OpCode::Text => self.message = Some(Box::new(f.payload)),
+            OpCode::Text => self.rare().message = Some(f.payload),
             OpCode::Continuation => {
-                let Some(mut msg) = self.message.take() else {
+                let Some(mut msg) = self.rare.as_mut().and_then(|r| r.message.take()) else {
                     return self.close(
                         CloseCode::Protocol,
                         "continuation frame without a message",
@@ -337,7 +359,7 @@ impl WsSession {
                 if f.fin {
                     self.on_text(&msg, engine, now, out);
                 } else {
-                    self.message = Some(msg);
+                    self.rare().message = Some(msg);
                 }
             }
             OpCode::Binary => self.close(
@@ -379,7 +401,7 @@ impl WsSession {
                 None
             }
             Ok(ClientOp::Resume(position)) => {
-                self.resume = Some(Box::new(position));
+                self.rare().resume = Some(position);
                 None
             }
             Ok(ClientOp::Subscribe { types, reference }) => {
@@ -423,7 +445,7 @@ impl WsSession {
         }
         if next != self.filter {
             let old = std::mem::replace(&mut self.filter, next);
-            self.replaced_filter.get_or_insert(Box::new(old));
+            self.rare().replaced_filter.get_or_insert(old);
         }
         message::subscribed(reference, &self.types())
     }
@@ -480,7 +502,9 @@ impl WsSession {
             return;
         }
         self.discarded += out.push_final(notice.into_iter().chain([frame::close(code, reason)]));
-        self.message = None;
+        if let Some(rare) = self.rare.as_mut() {
+            rare.message = None;
+        }
         self.state = State::Closing {
             since: Moment::at(now),
         };
