@@ -273,15 +273,8 @@ fn serve(args: &Args) -> io::Result<()> {
 /// Writes the round's frames to one subscriber; frames it cannot take are dropped.
 /// Returns false if the connection failed.
 fn write_batch(c: &mut Conn, batch: &[u8], ends: &[usize]) -> bool {
-    if !c.tail.is_empty() {
-        match c.sock.write(&c.tail) {
-            Ok(n) => drop(c.tail.drain(..n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return false,
-        }
-        if !c.tail.is_empty() {
-            return true; // still full: this round's frames are dropped
-        }
+    if let Some(ok) = flush_tail(c) {
+        return ok;
     }
     match c.sock.write(batch) {
         Ok(n) if n < batch.len() => {
@@ -297,15 +290,8 @@ fn write_batch(c: &mut Conn, batch: &[u8], ends: &[usize]) -> bool {
 
 /// [`write_batch`] with a slice per frame, 1,024 per `sendmsg`.
 fn write_frames(c: &mut Conn, frames: &[bytes::Bytes]) -> bool {
-    if !c.tail.is_empty() {
-        match c.sock.write(&c.tail) {
-            Ok(n) => drop(c.tail.drain(..n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return false,
-        }
-        if !c.tail.is_empty() {
-            return true;
-        }
+    if let Some(ok) = flush_tail(c) {
+        return ok;
     }
     let socket = socket2::SockRef::from(&c.sock);
     for group in frames.chunks(1024) {
@@ -328,6 +314,21 @@ fn write_frames(c: &mut Conn, frames: &[bytes::Bytes]) -> bool {
         }
     }
     true
+}
+
+/// Writes what is left of a partly written frame. `None` when it is all out and the
+/// round's frames may follow; `Some(ok)` when they must be dropped: the socket is still
+/// full (`true`) or failed (`false`).
+fn flush_tail(c: &mut Conn) -> Option<bool> {
+    if c.tail.is_empty() {
+        return None;
+    }
+    match c.sock.write(&c.tail) {
+        Ok(n) => drop(c.tail.drain(..n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => return Some(false),
+    }
+    (!c.tail.is_empty()).then_some(true)
 }
 
 /// An unmasked text frame header and `body`.

@@ -28,6 +28,11 @@ impl Moment {
         Moment(NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN))
     }
 
+    /// Its [`tick`], without reading the base again.
+    pub fn tick(self) -> u32 {
+        ((self.0.get() / 1_000) as u32).max(1)
+    }
+
     /// Back to an `Instant`.
     pub fn instant(self) -> Instant {
         base() + Duration::from_nanos(self.0.get())
@@ -63,6 +68,7 @@ mod tests {
         let later = now + Duration::from_secs(3600);
         assert_eq!(Moment::at(later).instant(), later);
         assert!(Moment::at(now) < Moment::at(later));
+        assert_eq!(Moment::at(later).tick(), tick(later));
         // Before the base: the base itself (1 ns after it, as zero is taken).
         let early = base().checked_sub(Duration::from_secs(1));
         if let Some(early) = early {

@@ -109,12 +109,16 @@ struct Lanes {
 static NO_LANE: VecDeque<Item> = VecDeque::new();
 
 impl Lanes {
+    /// The first lane, then the lower ones as a plain slice (empty until used): `advance`
+    /// looks for the front lane once per frame written.
     fn iter(&self) -> impl Iterator<Item = &VecDeque<Item>> {
-        std::iter::once(&self.first).chain(self.rest.iter().flat_map(|r| r.iter()))
+        let rest = self.rest.as_deref().map_or(&[][..], |r| &r[..]);
+        std::iter::once(&self.first).chain(rest)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut VecDeque<Item>> {
-        std::iter::once(&mut self.first).chain(self.rest.iter_mut().flat_map(|r| r.iter_mut()))
+        let rest = self.rest.as_deref_mut().map_or(&mut [][..], |r| &mut r[..]);
+        std::iter::once(&mut self.first).chain(rest)
     }
 }
 

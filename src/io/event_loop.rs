@@ -363,14 +363,15 @@ impl EventLoop {
         // One clock read for the pass: a paced event reaches every subscriber in one pass,
         // and reading the clock per connection was a tenth of this thread's instructions.
         let now = Instant::now();
-        let tick = crate::clock::tick(now);
+        let at = Moment::at(now);
         for key in std::mem::take(&mut self.dirty) {
-            self.flush(key, now, tick);
+            self.flush(key, now, at);
         }
     }
 
-    /// Writes what connection `key` has waiting; `now` and its clock `tick` date the pass.
-    fn flush(&mut self, key: usize, now: Instant, tick: u32) {
+    /// Writes what connection `key` has waiting; `now` (and `at`, the same moment in the
+    /// connection's 8-byte form) dates the pass.
+    fn flush(&mut self, key: usize, now: Instant, at: Moment) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -379,7 +380,7 @@ impl EventLoop {
         match conn.flush(now) {
             Ok(p) => {
                 if p.bytes > 0 {
-                    conn.last_write = Some(Moment::at(now));
+                    conn.last_write = Some(at);
                 }
                 ThreadCounters::add(&counters.delivered, p.events);
                 ThreadCounters::add(&counters.bytes_out, p.bytes);
@@ -389,7 +390,7 @@ impl EventLoop {
                 if p.events > 0 && p.first_t != 0 {
                     // One record per write, at the age of its first event: an upper bound
                     // for the rest, and it keeps the histogram off the per-frame cost.
-                    let age = crate::clock::age_us(p.first_t, tick);
+                    let age = crate::clock::age_us(p.first_t, at.tick());
                     let age = u64::from(age).clamp(1, crate::metrics::latency::MAX_US);
                     let _ = self.latency.record_n(age, p.events);
                 }
@@ -963,9 +964,9 @@ impl EventLoop {
                 .map(|(k, _)| k)
                 .collect();
             let now = Instant::now();
-            let tick = crate::clock::tick(now);
+            let at = Moment::at(now);
             for &key in &keys {
-                self.flush(key, now, tick);
+                self.flush(key, now, at);
             }
             let waiting = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
             let left = deadline.saturating_duration_since(Instant::now());
