@@ -6,12 +6,11 @@
 //! reserved in front; [`Staged::seal`] (run inside the log's append, with the id known)
 //! writes the id prefix and the frame header into that room. No copy, one allocation.
 
-use std::io::Write as _;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes};
 
-use super::{Event, EventError, Priority, TraceId};
+use super::{timestamp, Event, EventError, Priority, TraceId};
 use crate::log::Sequenced;
 use crate::ws::frame::{self, OpCode};
 
@@ -35,48 +34,67 @@ pub struct Staged {
 
 impl Staged {
     /// Validates `event` and encodes its body. `max_bytes` bounds the whole JSON object.
+    ///
+    /// The buffer is sized exactly before anything is written, so it is one allocation
+    /// that never grows, and [`seal`](Self::seal) hands it to `Bytes` without a second
+    /// allocation (a `Vec` whose length is its capacity becomes a `Bytes` as it is).
     pub fn new(event: &Event, max_bytes: usize) -> Result<Self, EventError> {
-        // Latency and the `event.publish` span are measured from here.
-        let published_at = Instant::now();
         event.validate()?;
+        // Latency and the `event.publish` span are measured from here.
+        let (published_at, timestamp) = timestamp::now();
         let payload = event.payload.get();
-        let mut buf = Vec::with_capacity(HEADROOM + 160 + event.source.len() + payload.len());
-        buf.resize(HEADROOM, 0);
-        buf.extend_from_slice(TYPE_KEY);
-        let type_at = buf.len();
-        buf.extend_from_slice(event.event_type.as_bytes());
-        buf.extend_from_slice(b"\",\"source\":");
-        serde_json::to_writer(&mut buf, &event.source)
-            .map_err(|e| EventError::Shape(e.to_string()))?;
-        buf.extend_from_slice(b",\"timestamp\":\"");
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            buf,
-            "{}",
-            humantime::format_rfc3339_micros(SystemTime::now())
-        );
-        buf.extend_from_slice(b"\",\"trace_id\":\"");
+        // serde_json escapes only `"`, `\` and control characters: a source without them
+        // is written as it is.
+        let escaped;
+        let source = if event
+            .source
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+        {
+            event.source.as_bytes()
+        } else {
+            escaped =
+                serde_json::to_vec(&event.source).map_err(|e| EventError::Shape(e.to_string()))?;
+            &escaped[1..escaped.len() - 1]
+        };
         let trace_id = event.trace_id.unwrap_or_else(TraceId::random);
-        trace_id.write_hex(&mut buf);
-        buf.extend_from_slice(b"\",\"priority\":\"");
-        buf.extend_from_slice(event.priority.as_str().as_bytes());
-        buf.extend_from_slice(b"\",\"payload\":");
-        buf.extend_from_slice(payload.as_bytes());
-        buf.push(b'}');
-        let size = buf.len() - HEADROOM + MAX_ID_PREFIX;
+        let priority = event.priority.as_str().as_bytes();
+        let parts: [&[u8]; 13] = [
+            TYPE_KEY,
+            event.event_type.as_bytes(),
+            b"\",\"source\":\"",
+            source,
+            b"\",\"timestamp\":\"",
+            &timestamp,
+            b"\",\"trace_id\":\"",
+            &trace_id.hex(),
+            b"\",\"priority\":\"",
+            priority,
+            b"\",\"payload\":",
+            payload.as_bytes(),
+            b"}",
+        ];
+        let body: usize = parts.iter().map(|p| p.len()).sum();
+        let size = body + MAX_ID_PREFIX;
         if size > max_bytes {
             return Err(EventError::TooLarge {
                 size,
                 limit: max_bytes,
             });
         }
+        let mut buf = Vec::with_capacity(HEADROOM + body);
+        buf.resize(HEADROOM, 0);
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        debug_assert_eq!(buf.len(), buf.capacity(), "sized exactly");
         Ok(Self {
             buf,
             priority: event.priority,
             published_at,
             trace_id,
             sampled: false,
-            type_at,
+            type_at: HEADROOM + TYPE_KEY.len(),
             type_len: event.event_type.len(),
         })
     }
@@ -116,7 +134,10 @@ impl Staged {
         let header_len = frame::write_header(&mut header, OpCode::Text, json_len);
         let frame_at = json_at - header_len;
         buf[frame_at..json_at].copy_from_slice(&header[..header_len]);
-        let frame = Bytes::from(buf).slice(frame_at..);
+        // Length equals capacity (see `new`): no allocation here. `advance`, not `slice`,
+        // which would clone and so allocate the shared header now, on the publisher.
+        let mut frame = Bytes::from(buf);
+        frame.advance(frame_at);
         Encoded {
             id,
             priority: self.priority,
@@ -290,6 +311,25 @@ mod tests {
             assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
             assert!(ts.ends_with('Z'));
             assert_eq!(enc.event_type(), "workflow.step.completed");
+        }
+    }
+
+    #[test]
+    fn sources_are_escaped_as_serde_json_escapes_them() {
+        for source in [
+            "plain",
+            "caf\u{e9} \u{1f980}",
+            "q\"uote",
+            "back\\slash",
+            "nl\n\ttab\u{1}",
+            "\u{7f}del",
+        ] {
+            let enc = staged(&Event::new("a.b", source)).seal(5);
+            let json = std::str::from_utf8(&enc.json()).unwrap().to_owned();
+            let expected = format!(",\"source\":{},", serde_json::to_string(source).unwrap());
+            assert!(json.contains(&expected), "{json} lacks {expected}");
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(v["source"], source);
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod encode;
 mod filter;
+pub mod timestamp;
 mod trace_id;
 mod wire;
 
@@ -136,10 +137,16 @@ pub fn validate_type(t: &str) -> Result<(), EventError> {
     if t.len() > MAX_TYPE_LEN {
         return Err(EventError::TypeTooLong(t.len()));
     }
-    if let Some(c) = t.chars().find(|c| !is_type_char(*c)) {
-        return Err(EventError::TypeChar(t.to_owned(), c));
+    // Byte by byte first: every accepted character is ASCII, and this is per publish.
+    if t.bytes()
+        .all(|b| b.is_ascii() && is_type_char(char::from(b)))
+    {
+        return Ok(());
     }
-    Ok(())
+    match t.chars().find(|c| !is_type_char(*c)) {
+        Some(c) => Err(EventError::TypeChar(t.to_owned(), c)),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn is_type_char(c: char) -> bool {

@@ -39,10 +39,18 @@ impl TraceId {
 
     /// Writes the 32 hex digits.
     pub fn write_hex(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hex());
+    }
+
+    /// The 32 lowercase hex digits.
+    pub fn hex(&self) -> [u8; 32] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        for i in (0..32).rev() {
-            out.push(HEX[((self.0 >> (i * 4)) & 0xf) as usize]);
+        let mut out = [0u8; 32];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
+        out
     }
 }
 
