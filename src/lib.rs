@@ -76,6 +76,7 @@ pub mod outbox;
 pub mod policy;
 pub mod resume;
 pub mod retention;
+pub mod run;
 pub mod seglog;
 pub mod sink;
 pub mod stress;

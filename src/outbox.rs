@@ -71,14 +71,19 @@ struct Losses {
     backlog_sent_at: Option<Instant>,
 }
 
-/// A queued frame in an event lane: 40 bytes, as this is the hottest structure.
+/// A queued frame, or a [run](crate::run) of frames, in an event lane.
 #[derive(Clone, Debug)]
 struct Item {
     frame: Bytes,
-    /// The event id; 0 for the `dropped` notices that share the lanes (ids start at 1).
+    /// The event id (of the first frame, for a run); 0 for the `dropped` notices that
+    /// share the lanes (ids start at 1).
     id: u64,
-    /// When the event was published, and whether it is traced.
+    /// When the event (the run's first) was published, and whether it is traced (a run's
+    /// events never are).
     t: Stamp,
+    /// Event frames in `frame`: 1, or more for a run (consecutive ids from `id`); 0 for a
+    /// notice.
+    n: u32,
 }
 
 /// The frame a short write stopped inside: the frame, the offset reached, its event id
@@ -159,6 +164,27 @@ impl Item {
     fn is_event(&self) -> bool {
         self.id != 0
     }
+
+    fn event(frame: Bytes, id: u64, t: Stamp) -> Self {
+        Self { frame, id, t, n: 1 }
+    }
+
+    fn notice(frame: Bytes) -> Self {
+        Self {
+            frame,
+            id: 0,
+            t: Stamp::default(),
+            n: 0,
+        }
+    }
+}
+
+/// The length of the WebSocket frame at the start of `frames` (a run holds whole frames
+/// that firehose encoded); all of `frames` if it cannot tell.
+fn first_frame_len(frames: &[u8]) -> usize {
+    let len = crate::ws::frame::parse_unmasked(frames).map(|(_, _, used)| used);
+    debug_assert!(len.is_some(), "a run holds whole frames");
+    len.unwrap_or(frames.len())
 }
 
 /// An overflow episode: events one lane lost since it filled up.
@@ -229,6 +255,15 @@ impl Push {
             Push::Queued | Push::Closing => 0,
         }
     }
+}
+
+/// What [`Outbox::push_run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunPush {
+    /// The run's first events that were queued.
+    pub queued: usize,
+    /// The rest, lost to a full queue (recorded in the episode and its notice).
+    pub lost: u64,
 }
 
 /// What [`Outbox::advance`] completed.
@@ -417,6 +452,7 @@ impl Outbox {
     fn evict_oldest(&mut self, lane: usize) -> Option<u64> {
         let i = self.lanes[lane].iter().position(Item::is_event)?;
         let item = self.lanes[lane].remove(i)?;
+        debug_assert_eq!(item.n, 1, "runs are queued under drop-newest only");
         self.queued -= 1;
         self.queued_bytes -= item.frame.len();
         let name = self.lane_name(lane);
@@ -481,7 +517,7 @@ impl Outbox {
                 }
             }
         };
-        self.lanes[lane].push_back(Item { frame, id, t });
+        self.lanes[lane].push_back(Item::event(frame, id, t));
         self.queued += 1;
         self.queued_bytes += len;
         outcome
@@ -558,7 +594,7 @@ impl Outbox {
         let lane = self.lane_of(priority);
         self.queued += 1;
         self.queued_bytes += frame.len();
-        self.lanes[lane].push_back(Item { frame, id, t });
+        self.lanes[lane].push_back(Item::event(frame, id, t));
         Ok(())
     }
 
@@ -578,6 +614,48 @@ impl Outbox {
         true
     }
 
+    /// Offers a whole [run](crate::run) of events, under `drop-newest` (debug-checked; the
+    /// router offers runs to no other policy). Its first frames that fit are queued (as
+    /// one entry, or frame by frame from the events' own buffers when fewer than
+    /// [`RUN_MIN`](crate::run::RUN_MIN)); the rest are lost, as one event at a time would be.
+    pub fn push_run(&mut self, run: &crate::run::Frozen<'_>) -> RunPush {
+        debug_assert_eq!(self.policy, Policy::DropNewest);
+        if self.closing || run.is_empty() {
+            return RunPush::default();
+        }
+        let (k, len) = run.prefix_within(
+            self.capacity.saturating_sub(self.queued),
+            self.max_bytes.saturating_sub(self.queued_bytes),
+        );
+        let first = run.first_id();
+        if k > 0 {
+            if self.open_episodes > 0 {
+                self.notices_if_room();
+            }
+            if k >= crate::run::RUN_MIN {
+                let (_, t) = run.event(0);
+                self.lanes[0].push_back(Item {
+                    frame: run.prefix(len),
+                    id: first,
+                    t,
+                    n: k as u32,
+                });
+            } else {
+                for i in 0..k {
+                    let (frame, t) = run.event(i);
+                    self.lanes[0].push_back(Item::event(frame.clone(), first + i as u64, t));
+                }
+            }
+            self.queued += k;
+            self.queued_bytes += len;
+        }
+        let lost = (run.len() - k) as u64;
+        if lost > 0 {
+            self.lose(0, first + k as u64, first + run.len() as u64 - 1, None);
+        }
+        RunPush { queued: k, lost }
+    }
+
     /// Whether [`push_replayed`](Self::push_replayed) may take another event.
     pub fn has_room(&self) -> bool {
         !self.closing && self.queued < self.capacity && self.queued_bytes < self.max_bytes
@@ -587,11 +665,7 @@ impl Outbox {
     /// first): it is about the events that follow it. Not counted as an event.
     pub fn push_notice(&mut self, frame: Bytes) {
         if !self.closing {
-            self.lanes[0].push_back(Item {
-                frame,
-                id: 0,
-                t: Stamp::default(),
-            });
+            self.lanes[0].push_back(Item::notice(frame));
         }
     }
 
@@ -634,11 +708,7 @@ impl Outbox {
             if let Some(episode) = episode {
                 self.open_episodes -= 1;
                 // A notice may take the queue over capacity: it must not cost an event.
-                self.lanes[lane].push_back(Item {
-                    frame: (self.make_notice)(&episode),
-                    id: 0,
-                    t: Stamp::default(),
-                });
+                self.lanes[lane].push_back(Item::notice((self.make_notice)(&episode)));
             }
         }
     }
@@ -686,7 +756,7 @@ impl Outbox {
             .iter()
             .flatten()
             .filter(|i| i.is_event())
-            .map(|i| i.id)
+            .flat_map(|i| i.id..i.id + u64::from(i.n))
     }
 
     /// The id of the last event completely written (0 if none), or of the one being
@@ -790,33 +860,37 @@ impl Outbox {
                 return progress;
             }
             written -= rest;
-            self.completed(p.id, p.t, &mut progress);
+            self.completed(p.id, 1, p.t, &mut progress);
         }
         while written > 0 {
             let control = self.control.as_mut().and_then(|c| c.pop_front());
-            let (frame, id, t) = if let Some(frame) = control {
-                (frame, 0, Stamp::default())
+            let (frame, id, t, n) = if let Some(frame) = control {
+                (frame, 0, Stamp::default(), 0)
             } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
                 if item.is_event() {
-                    self.queued -= 1;
+                    self.queued -= item.n as usize;
                     self.queued_bytes -= item.frame.len();
                 }
-                (item.frame, item.id, item.t)
+                (item.frame, item.id, item.t, item.n)
             } else {
                 debug_assert!(false, "advanced past what was gathered");
                 break;
             };
             if written < frame.len() {
-                self.partial = Some(Box::new(Partial {
-                    frame,
-                    offset: written,
-                    id,
-                    t,
-                }));
+                if n > 1 {
+                    self.split_run((frame, id, n), t, written, &mut progress);
+                } else {
+                    self.partial = Some(Box::new(Partial {
+                        frame,
+                        offset: written,
+                        id,
+                        t,
+                    }));
+                }
                 break;
             }
             written -= frame.len();
-            self.completed(id, t, &mut progress);
+            self.completed(id, n.max(1), t, &mut progress);
         }
         if !self.closing && self.open_episodes > 0 {
             self.notices_if_room();
@@ -831,12 +905,61 @@ impl Outbox {
         progress
     }
 
-    fn completed(&mut self, id: u64, t: Stamp, progress: &mut Progress) {
+    /// A run (`frames` of events from `id`) that a write stopped inside, `written` bytes
+    /// in: its whole frames are complete, the frame cut becomes the partial one, and the
+    /// rest goes back to the front of the lane as a shorter run (keeping the first
+    /// event's stamp: an upper bound for their age).
+    fn split_run(
+        &mut self,
+        (frames, id, n): (Bytes, u64, u32),
+        t: Stamp,
+        written: usize,
+        p: &mut Progress,
+    ) {
+        let (mut at, mut done) = (0, 0u32);
+        let cut_len = loop {
+            let len = first_frame_len(&frames[at..]);
+            if at + len > written {
+                break len;
+            }
+            at += len;
+            done += 1;
+        };
+        if done > 0 {
+            self.completed(id, done, t, p);
+        }
+        let cut = id + u64::from(done);
+        self.partial = Some(Box::new(Partial {
+            frame: frames.slice(at..at + cut_len),
+            offset: written - at,
+            id: cut,
+            t,
+        }));
+        let rest = frames.slice(at + cut_len..);
+        let n = n - done - 1;
+        if n > 0 {
+            self.queued += n as usize;
+            self.queued_bytes += rest.len();
+            self.lanes[0].push_front(Item {
+                frame: rest,
+                id: cut + 1,
+                t,
+                n,
+            });
+        }
+    }
+
+    /// `n` event frames from `id` went out (`id` 0: a notice or control frame).
+    fn completed(&mut self, id: u64, n: u32, t: Stamp, progress: &mut Progress) {
         if id != 0 {
-            progress.events += 1;
-            self.last_delivered = id;
-            self.delivered += 1;
-            self.recent.get_or_insert_with(Box::default).push(id);
+            let last = id + u64::from(n) - 1;
+            progress.events += u64::from(n);
+            self.last_delivered = last;
+            self.delivered += u64::from(n);
+            let recent = self.recent.get_or_insert_with(Box::default);
+            for id in id.max(last.saturating_sub(RECENT_IDS as u64 - 1))..=last {
+                recent.push(id);
+            }
             if progress.first_t == 0 {
                 progress.first_t = t.tick;
             }
@@ -1090,6 +1213,127 @@ mod tests {
         assert_eq!(o.push_event(ev(2), 2, Priority::Bulk), Push::Dropped);
         o.record_lost(3, 9);
         assert_eq!(drain(&mut o, 100).0, b"e1|D8:2-9|");
+    }
+
+    /// Real WebSocket frames (a run's frames are split by their headers): event `id`'s
+    /// payload is `e{id}` padded to `pad` bytes.
+    fn ws_ev(id: u64, pad: usize) -> Bytes {
+        let payload = format!("e{id}{}", ".".repeat(pad));
+        crate::ws::frame::encode(crate::ws::frame::OpCode::Text, payload.as_bytes())
+    }
+
+    fn run_of(run: &mut crate::run::Run, ids: std::ops::RangeInclusive<u64>, pad: usize) {
+        run.clear();
+        for id in ids {
+            let t = Stamp {
+                tick: id as u32 * 10,
+                sampled: false,
+            };
+            run.push(id, &ws_ev(id, pad), t);
+        }
+    }
+
+    fn joined(ids: impl IntoIterator<Item = u64>, pad: usize) -> Vec<u8> {
+        ids.into_iter()
+            .flat_map(|id| ws_ev(id, pad).to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_is_one_entry_written_in_any_pieces() {
+        for chunk in [1, 7, 50, 100_000] {
+            let mut o = outbox(100, Policy::DropNewest);
+            let mut run = crate::run::Run::default();
+            run_of(&mut run, 1..=20, 30);
+            let frozen = run.freeze();
+            let pushed = o.push_run(&frozen);
+            assert_eq!(
+                pushed,
+                RunPush {
+                    queued: 20,
+                    lost: 0
+                }
+            );
+            assert_eq!(o.frames_waiting(), 1, "one entry");
+            assert_eq!(o.queued_events(), 20);
+            assert_eq!(o.queued().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+            // Progress is counted by whole frames however the writes cut them.
+            let mut iov = [IoSlice::new(&[]); 4];
+            let n = o.gather(&mut iov);
+            let first = iov[..n].iter().map(|s| s.len()).sum::<usize>().min(chunk);
+            let p = o.advance(first);
+            let frame_len = ws_ev(1, 30).len();
+            assert_eq!(p.events as usize, first / frame_len, "chunk {chunk}");
+            assert_eq!(o.queued_events(), 20 - first / frame_len, "chunk {chunk}");
+            let (out, events) = drain(&mut o, chunk);
+            let mut all = joined(1..=20, 30)[..first].to_vec();
+            all.extend_from_slice(&out);
+            assert_eq!(all, joined(1..=20, 30), "chunk {chunk}");
+            assert_eq!(p.events + events, 20);
+            assert_eq!((o.delivered(), o.last_delivered()), (20, 20));
+            assert_eq!(o.recent(), (11..=20).rev().collect::<Vec<_>>());
+            assert!(o.is_empty() && o.queued_events() == 0 && o.queued_bytes() == 0);
+        }
+    }
+
+    #[test]
+    fn a_full_queue_takes_a_runs_first_frames_and_notices_the_rest_in_place() {
+        let mut o = outbox(30, Policy::DropNewest);
+        for id in 1..=5 {
+            o.push_event(ws_ev(id, 0), id, Priority::Bulk);
+        }
+        let mut run = crate::run::Run::default();
+        run_of(&mut run, 6..=40, 0);
+        let pushed = o.push_run(&run.freeze());
+        assert_eq!(
+            pushed,
+            RunPush {
+                queued: 25,
+                lost: 10
+            }
+        );
+        assert_eq!(o.dropped(), 10);
+        assert_eq!(
+            o.overflow()
+                .map(|e| (e.count, e.first_id, e.last_id))
+                .next(),
+            Some((10, 31, 40))
+        );
+        // Room returns as the queue drains; the next run follows the notice.
+        let (out, events) = drain(&mut o, 3);
+        let mut want = joined(1..=30, 0);
+        want.extend_from_slice(b"D10:31-40|");
+        assert_eq!(out, want);
+        assert_eq!(events, 30);
+        run_of(&mut run, 41..=60, 0);
+        assert_eq!(o.push_run(&run.freeze()).queued, 20);
+        assert_eq!(drain(&mut o, 1000).0, joined(41..=60, 0));
+    }
+
+    #[test]
+    fn a_short_prefix_is_queued_from_the_events_own_frames() {
+        let mut o = outbox(4, Policy::DropNewest);
+        o.push_event(ws_ev(1, 0), 1, Priority::Bulk);
+        let mut run = crate::run::Run::default();
+        run_of(&mut run, 2..=40, 0);
+        let frozen = run.freeze();
+        assert_eq!(
+            o.push_run(&frozen),
+            RunPush {
+                queued: 3,
+                lost: 36
+            }
+        );
+        // Three entries that share nothing with the run's buffer.
+        assert_eq!(o.frames_waiting(), 4);
+        assert_eq!(o.queued().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let (out, events) = drain(&mut o, 5);
+        let mut want = joined(1..=4, 0);
+        want.extend_from_slice(b"D36:5-40|");
+        assert_eq!((out, events), (want, 4));
+        o.push_final([Bytes::from_static(b"bye")]);
+        run_of(&mut run, 41..=60, 0);
+        assert_eq!(o.push_run(&run.freeze()), RunPush::default(), "closing");
     }
 
     #[test]

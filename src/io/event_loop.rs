@@ -41,6 +41,7 @@ use crate::metrics::{DropReason, ResumeOutcome, ThreadCounters};
 use crate::outbox::{Progress, Push, Stamp};
 use crate::policy::Policy;
 use crate::resume::{self, LogView, Position, Unrecovered};
+use crate::run::{Run, RUN_MAX, RUN_MIN};
 use crate::trace::{attrs, publish_span_id, random_span_id, Attr, SpanName};
 use crate::ws::message::{self, Framing};
 use crate::ws::session::{WsSession, WsStep};
@@ -102,6 +103,12 @@ pub struct EventLoop {
     asks: Vec<PendingAsk>,
     /// Connections catching up from the log ([`Connection::replay_next`]), not yet routed.
     replaying: Vec<usize>,
+    /// Routing in runs (see [`crate::run`]): the run being built, its event type, the
+    /// connections that take it whole, and the others its lists hold.
+    run: Run,
+    run_type: String,
+    runners: Vec<usize>,
+    run_others: Vec<usize>,
 }
 
 /// Where one connection's replay stopped this turn.
@@ -157,6 +164,10 @@ impl EventLoop {
             census_reported: 0,
             asks: Vec::new(),
             replaying: Vec::new(),
+            run: Run::default(),
+            run_type: String::new(),
+            runners: Vec::new(),
+            run_others: Vec::new(),
         })
     }
 
@@ -300,7 +311,23 @@ impl EventLoop {
         now: Instant,
     ) -> bool {
         let epoch = self.engine.bus.epoch();
-        for _ in 0..ROUTE_BATCH {
+        let mut routed = 0;
+        // Runs are tried while they pay: a run that no connection takes, or that ends
+        // short (types interleave), stops them for the rest of the batch, so mixed
+        // traffic pays for one try per batch, not one per event.
+        let mut runs = true;
+        while routed < ROUTE_BATCH {
+            if runs && log.next_seq().saturating_sub(self.cursor) >= RUN_MIN as u64 {
+                match self.route_run(log, counters, (now, epoch)) {
+                    Some(0) => {}
+                    Some(n) => {
+                        routed += n;
+                        continue;
+                    }
+                    None => runs = false,
+                }
+            }
+            routed += 1;
             let cursor = self.cursor;
             let (router, conns, dirty) = (&self.router, &mut self.conns, &mut self.dirty);
             let overflow = (&mut self.overflowed, &mut self.fell_behind);
@@ -316,6 +343,107 @@ impl EventLoop {
             }
         }
         true
+    }
+
+    /// Routes a [run](crate::run) from the cursor: up to [`RUN_MAX`] consecutive events of
+    /// the first one's type, none traced. The connections that take runs get it whole;
+    /// every other match gets each event as [`route_event`] would give it. Returns how
+    /// many events it routed (0: the first is traced, or not readable; the caller routes
+    /// it alone), or `None` when runs do not pay here: no connection takes this one, or
+    /// it ended short because another type followed.
+    fn route_run(
+        &mut self,
+        log: &crate::log::EventLog<Encoded>,
+        counters: &ThreadCounters,
+        at: (Instant, u64),
+    ) -> Option<usize> {
+        let first_id = self.cursor;
+        let mut run_type = std::mem::take(&mut self.run_type);
+        run_type.clear();
+        let starts = log.read(first_id, |ev| {
+            if !ev.sampled() {
+                run_type.push_str(ev.event_type());
+            }
+        });
+        if starts != Read::Ready(()) || run_type.is_empty() {
+            self.run_type = run_type;
+            return Some(0);
+        }
+        let (mut runners, mut others) = (
+            std::mem::take(&mut self.runners),
+            std::mem::take(&mut self.run_others),
+        );
+        runners.clear();
+        others.clear();
+        for key in self.router.all_and_exact(&run_type) {
+            match self.conns.get(key) {
+                Some(conn) if takes_runs(conn, first_id) => runners.push(key),
+                Some(_) => others.push(key),
+                None => {}
+            }
+        }
+        let mut run = std::mem::take(&mut self.run);
+        run.clear();
+        let mut other_type = false;
+        if !runners.is_empty() {
+            let router = &self.router;
+            let mut to = Routing {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                overflow: (&mut self.overflowed, &mut self.fell_behind),
+                counters,
+                at,
+                lost: 0,
+            };
+            while run.len() < RUN_MAX {
+                let id = first_id + run.len() as u64;
+                let read = log.read(id, |ev| {
+                    if ev.event_type() != run_type {
+                        other_type = true;
+                        return false;
+                    }
+                    if ev.sampled() {
+                        return false;
+                    }
+                    run.push(id, ev.frame(), ev.stamp());
+                    for &key in &others {
+                        to.push(ev, key);
+                    }
+                    router.for_each_prefix_match(&run_type, |key| to.push(ev, key));
+                    true
+                });
+                // Anything else (another type, a traced event, the end, a lap) ends the run.
+                if read != Read::Ready(true) {
+                    break;
+                }
+            }
+            counters.drop_events(DropReason::QueueFull, to.lost);
+            let n = run.len();
+            self.cursor += n as u64;
+            if n == 0 {
+                // The first event was lapped since it was looked at: the caller reports it.
+                runners.clear();
+            }
+            let frozen = run.freeze();
+            let last_id = first_id + n as u64 - 1;
+            let mut lost = 0;
+            for &key in &runners {
+                let conn = &mut self.conns[key];
+                conn.last_routed = last_id;
+                let push = conn.outbox.push_run(&frozen);
+                lost += push.lost;
+                if push.queued > 0 {
+                    queued(conn, key, &mut self.dirty, at.0);
+                }
+            }
+            counters.drop_events(DropReason::QueueFull, lost);
+        }
+        let n = run.len();
+        run.clear();
+        let interleaved = other_type && n < RUN_MIN;
+        let pays = !runners.is_empty() && !interleaved;
+        (self.run, self.run_type, self.runners, self.run_others) = (run, run_type, runners, others);
+        pays.then_some(n)
     }
 
     /// This thread fell a whole log behind: every subscriber may have lost `first..=last`.
@@ -1088,14 +1216,51 @@ fn route_event(
     router: &Router,
     conns: &mut Slab<Connection>,
     dirty: &mut Vec<usize>,
-    (overflowed, fell_behind): (&mut Vec<usize>, &mut Vec<usize>),
+    overflow: (&mut Vec<usize>, &mut Vec<usize>),
     counters: &ThreadCounters,
-    (now, epoch): (Instant, u64),
+    at: (Instant, u64),
 ) {
-    let id = ev.id();
-    let mut lost = 0;
-    router.for_each_match(ev.event_type(), |key| {
-        let Some(conn) = conns.get_mut(key) else {
+    let mut to = Routing {
+        conns,
+        dirty,
+        overflow,
+        counters,
+        at,
+        lost: 0,
+    };
+    router.for_each_match(ev.event_type(), |key| to.push(ev, key));
+    counters.drop_events(DropReason::QueueFull, to.lost);
+}
+
+/// Whether connection `conn` takes the [run](crate::run) that starts at event
+/// `first_id` whole: a live WebSocket subscriber under `drop-newest`, not tracking acks,
+/// whose filter is one pattern (so no other router list holds it).
+fn takes_runs(conn: &Connection, first_id: u64) -> bool {
+    conn.replay_next.is_none()
+        && conn.last_routed < first_id
+        && conn.outbox.policy() == Policy::DropNewest
+        && matches!(&conn.phase, Phase::Ws(ws) if !ws.tracks_acks() && ws.filter().patterns().len() == 1)
+}
+
+/// Routing one event to connections, one at a time: what [`route_event`] and a run's
+/// other subscribers share.
+struct Routing<'a> {
+    conns: &'a mut Slab<Connection>,
+    dirty: &'a mut Vec<usize>,
+    overflow: (&'a mut Vec<usize>, &'a mut Vec<usize>),
+    counters: &'a ThreadCounters,
+    at: (Instant, u64),
+    /// Events lost to full queues so far.
+    lost: u64,
+}
+
+impl Routing<'_> {
+    fn push(&mut self, ev: &Encoded, key: usize) {
+        let (now, epoch) = self.at;
+        let (overflowed, fell_behind) = (&mut *self.overflow.0, &mut *self.overflow.1);
+        let counters = self.counters;
+        let id = ev.id();
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.last_routed >= id || conn.replay_next.is_some() {
@@ -1107,7 +1272,7 @@ fn route_event(
         let untracked_ws = matches!(&conn.phase, Phase::Ws(ws) if !ws.tracks_acks());
         if untracked_ws && conn.outbox.drop_newest_if_full(id, ev.frame().len()) {
             conn.last_routed = id;
-            lost += 1;
+            self.lost += 1;
             return;
         }
         let frame = match &mut conn.phase {
@@ -1137,7 +1302,7 @@ fn route_event(
             .outbox
             .push_event_at(frame, id, ev.priority(), ev.stamp());
         if push.lost() > 0 {
-            lost += push.lost();
+            self.lost += push.lost();
             for (counter, n) in counters
                 .dropped_by_lane
                 .iter()
@@ -1147,20 +1312,22 @@ fn route_event(
             }
         }
         match push {
-            Push::Queued | Push::Evicted { .. } => {
-                if let Some(queued) = conn.outbox.check_backlog(now) {
-                    // Best effort: a full control lane means the client reads nothing anyway.
-                    let notice = message::backlog(conn.framing(), queued);
-                    let _ = conn.outbox.push_control(notice);
-                }
-                if !conn.dirty {
-                    conn.dirty = true;
-                    dirty.push(key);
-                }
-            }
+            Push::Queued | Push::Evicted { .. } => queued(conn, key, self.dirty, now),
             Push::Overflowed => overflowed.push(key),
             Push::Dropped | Push::Closing => {}
         }
-    });
-    counters.drop_events(DropReason::QueueFull, lost);
+    }
+}
+
+/// After events were queued for `conn`: a `backlog` notice if one is due, and a flush.
+fn queued(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>, now: Instant) {
+    if let Some(queued) = conn.outbox.check_backlog(now) {
+        // Best effort: a full control lane means the client reads nothing anyway.
+        let notice = message::backlog(conn.framing(), queued);
+        let _ = conn.outbox.push_control(notice);
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
 }

@@ -70,6 +70,18 @@ impl Router {
         if let Some(keys) = self.exact.get(event_type) {
             keys.iter().for_each(|k| f(*k));
         }
+        self.for_each_prefix_match(event_type, f);
+    }
+
+    /// The connections whose filters have `*` or exactly `event_type` (with duplicates
+    /// when a filter has both): the lists a [run](crate::run) of that type is offered to.
+    pub fn all_and_exact<'a>(&'a self, event_type: &str) -> impl Iterator<Item = usize> + 'a {
+        let exact = self.exact.get(event_type).map_or(&[][..], |k| &k[..]);
+        self.all.iter().chain(exact).copied()
+    }
+
+    /// [`for_each_match`](Self::for_each_match) over the prefix patterns alone.
+    pub fn for_each_prefix_match(&self, event_type: &str, mut f: impl FnMut(usize)) {
         for (prefix, keys) in &self.prefixes {
             if event_type.starts_with(&**prefix) {
                 keys.iter().for_each(|k| f(*k));

@@ -18,6 +18,7 @@ mod otlp;
 mod policies;
 mod publish;
 mod resume;
+mod runs;
 mod shutdown;
 mod sse;
 mod trace;
