@@ -14,7 +14,8 @@
 //!              ┌─────────────────────────────────────┴─┐
 //!              │ I/O thread k (io/event_loop.rs, pinned,│   ... one per core
 //!              │ own mio Poll + own SO_REUSEPORT socket)│
-//!              │  route by type filter (io/router.rs)   │
+//!              │  route by type filter (io/router.rs),  │
+//!              │  under load in runs of frames (run.rs) │
 //!              │  → per-connection Outbox (outbox.rs)   │
 //!              │  → sendmsg a batch (io/connection.rs)  │
 //!              └────────────────────────────────────────┘
@@ -29,7 +30,8 @@
 //!   where a reconnecting subscriber starts (replay, gap, or a new epoch).
 //! * [`wake`] — the idle-flag protocol that makes a burst cost one wake-up.
 //! * [`outbox`] — a connection's bounded queue of frames (events and bytes), with drop
-//!   accounting, backlog marks and priority lanes.
+//!   accounting, backlog marks and priority lanes; [`run`] lets a burst of one type be
+//!   queued as one entry per subscriber.
 //! * [`policy`] — what a full queue does: drop-newest, drop-oldest, priority, disconnect,
 //!   catch-up.
 //! * [`acks`] — acknowledged delivery: redelivery with backoff, then the dead-letter queue.

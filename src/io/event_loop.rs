@@ -5,7 +5,8 @@
 //! One turn of the loop:
 //!
 //! 1. route new log entries (at most [`ROUTE_BATCH`] per turn, so reads and writes keep up),
-//!    and replay older ones to resuming connections, as far as their queues have room,
+//!    in [runs](crate::run) when enough are waiting, and replay older ones to resuming
+//!    connections, as far as their queues have room,
 //! 2. flush the connections that got output,
 //! 3. announce idle, look at the log once more, and only then block in `poll`,
 //! 4. handle readiness: accept, read (bounded per connection per turn), write,
