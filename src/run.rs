@@ -11,7 +11,9 @@
 //!
 //! Memory: a queued run keeps its whole buffer alive. A full queue takes a run's first
 //! frames only; fewer than [`RUN_MIN`] are queued from the events' own buffers instead, so
-//! a queue pins at most `RUN_MAX / RUN_MIN` times the bytes it holds.
+//! a queue pins at most `RUN_MAX / RUN_MIN` times the bytes it holds (for frames of
+//! similar size; a run's buffer is at most [`RUN_MAX_BYTES`], and no larger than its
+//! frames).
 
 use bytes::Bytes;
 
@@ -21,6 +23,10 @@ use crate::outbox::Stamp;
 pub const RUN_MAX: usize = 64;
 /// Fewest frames queued as one run entry (see the module docs).
 pub const RUN_MIN: usize = 16;
+/// Most bytes in one run. Large events gain little from runs (a frame's own cost already
+/// dwarfs the per-entry cost) and would make each run's copy and buffer large: a run ends
+/// before it would pass this, and an event larger than `RUN_MAX_BYTES / RUN_MIN` starts none.
+pub const RUN_MAX_BYTES: usize = 256 * 1024;
 
 /// Consecutive events' frames, back to back.
 #[derive(Debug, Default)]
@@ -53,11 +59,21 @@ impl Run {
         self.first_id = 0;
     }
 
+    /// Whether a run may start with a frame of `len` bytes.
+    pub fn may_start(len: usize) -> bool {
+        len <= RUN_MAX_BYTES / RUN_MIN
+    }
+
+    /// Whether a frame of `len` bytes may join the run.
+    pub fn has_room_for(&self, len: usize) -> bool {
+        self.bytes.len() + len <= RUN_MAX_BYTES
+    }
+
     /// Appends event `id`'s frame; ids must be consecutive.
     pub fn push(&mut self, id: u64, frame: &Bytes, t: Stamp) {
         if self.frames.is_empty() {
             self.first_id = id;
-            self.bytes = Vec::with_capacity(frame.len() * RUN_MAX);
+            self.bytes = Vec::with_capacity((frame.len() * RUN_MAX).min(RUN_MAX_BYTES));
         }
         debug_assert_eq!(id, self.first_id + self.frames.len() as u64, "consecutive");
         self.bytes.extend_from_slice(frame);
@@ -81,10 +97,13 @@ impl Run {
         self.first_id
     }
 
-    /// Makes the buffer shareable for queueing.
+    /// Makes the buffer shareable for queueing. It is trimmed to its frames first: queued
+    /// runs keep it alive, and spare room would be pinned with it.
     pub fn freeze(&mut self) -> Frozen<'_> {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.shrink_to_fit();
         Frozen {
-            bytes: Bytes::from(std::mem::take(&mut self.bytes)),
+            bytes: Bytes::from(bytes),
             run: self,
         }
     }
@@ -151,5 +170,29 @@ mod tests {
         assert_eq!(frozen.event(3).0, &frames[3]);
         run.clear();
         assert!(run.is_empty());
+    }
+
+    #[test]
+    fn runs_are_bounded_in_bytes_and_hold_only_their_frames() {
+        let big = frame::encode(OpCode::Text, &vec![b'x'; RUN_MAX_BYTES / RUN_MIN]);
+        assert!(
+            !Run::may_start(big.len()),
+            "a frame past a sixteenth starts no run"
+        );
+        let frame = frame::encode(OpCode::Text, &[b'y'; 5000]);
+        assert!(Run::may_start(frame.len()));
+        let mut run = Run::default();
+        let mut id = 1;
+        while run.has_room_for(frame.len()) {
+            run.push(id, &frame, Stamp::default());
+            id += 1;
+        }
+        assert_eq!(run.len(), RUN_MAX_BYTES / frame.len());
+        assert!(run.len() < RUN_MAX);
+        let frozen = run.freeze();
+        assert_eq!(
+            frozen.prefix_within(usize::MAX, usize::MAX).1,
+            frozen.bytes.len()
+        );
     }
 }

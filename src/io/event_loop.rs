@@ -347,11 +347,12 @@ impl EventLoop {
     }
 
     /// Routes a [run](crate::run) from the cursor: up to [`RUN_MAX`] consecutive events of
-    /// the first one's type, none traced. The connections that take runs get it whole;
-    /// every other match gets each event as [`route_event`] would give it. Returns how
-    /// many events it routed (0: the first is traced, or not readable; the caller routes
-    /// it alone), or `None` when runs do not pay here: no connection takes this one, or
-    /// it ended short because another type followed.
+    /// the first one's type, none traced, within
+    /// [`RUN_MAX_BYTES`](crate::run::RUN_MAX_BYTES). The connections that take runs get it
+    /// whole; every other match gets each event as [`route_event`] would give it. Returns
+    /// how many events it routed (0: the first is traced, too large for a run, or not
+    /// readable; the caller routes it alone), or `None` when runs do not pay here: no
+    /// connection takes this one, or it ended short because another type followed.
     fn route_run(
         &mut self,
         log: &crate::log::EventLog<Encoded>,
@@ -362,7 +363,7 @@ impl EventLoop {
         let mut run_type = std::mem::take(&mut self.run_type);
         run_type.clear();
         let starts = log.read(first_id, |ev| {
-            if !ev.sampled() {
+            if !ev.sampled() && Run::may_start(ev.frame().len()) {
                 run_type.push_str(ev.event_type());
             }
         });
@@ -403,7 +404,7 @@ impl EventLoop {
                         other_type = true;
                         return false;
                     }
-                    if ev.sampled() {
+                    if ev.sampled() || !run.has_room_for(ev.frame().len()) {
                         return false;
                     }
                     run.push(id, ev.frame(), ev.stamp());

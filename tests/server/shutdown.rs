@@ -100,14 +100,23 @@ fn a_drain_timeout_bounds_shutdown_and_the_close_says_where_to_resume() {
             .unwrap();
     }
     // The client reads slowly through the 200 ms drain, then at full speed, so the close
-    // frame (which waits behind what the kernel already holds) reaches it.
+    // frame (which waits behind what the kernel already holds) reaches it. At full speed it
+    // also takes a normal receive buffer: the server's kernel may hold megabytes for it by
+    // then, and through a 4 KiB buffer they trickle in at a zero-window probe's pace (`ss`
+    // showed 2.9 MB left, a 2 KB window and the persist timer: minutes to drain).
     let slow = Arc::new(AtomicBool::new(true));
     let reader = {
         let slow = Arc::clone(&slow);
         thread::spawn(move || {
+            let mut widened = false;
             let mut slowly = |ws: &mut Ws| {
                 if slow.load(Ordering::Relaxed) {
                     thread::sleep(Duration::from_millis(2));
+                } else if !widened {
+                    widened = true;
+                    socket2::SockRef::from(ws.get_ref())
+                        .set_recv_buffer_size(1 << 20)
+                        .unwrap();
                 }
                 ws.read()
             };
