@@ -54,12 +54,12 @@ pub struct ServeArgs {
     /// Do not pin I/O threads to cores.
     #[arg(long)]
     pub no_pin: bool,
-    /// Events a subscriber may have waiting; when full, newer events are dropped for that
-    /// subscriber only, counted, and reported to it in a `dropped` notice.
+    /// Events a subscriber may have waiting (1 to 4,294,967,295); when full, newer events are
+    /// dropped for that subscriber only, counted, and reported to it in a `dropped` notice.
     #[arg(long, default_value_t = 2_000)]
     pub queue_capacity: usize,
-    /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 50, the largest SSE record); past
-    /// it the queue counts as full, whatever --queue-capacity says.
+    /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 50, the largest SSE record, and at
+    /// most 4 GiB − 1); past it the queue counts as full, whatever --queue-capacity says.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub queue_max_bytes: usize,
     /// What a subscriber's full queue does with one more event, unless the subscription

@@ -247,6 +247,16 @@ impl Config {
                 largest_record,
             ));
         }
+        // Each connection keeps its bounds in 32 bits (an idle connection's size counts).
+        let most = u32::MAX as usize;
+        for (name, value) in [
+            ("queue-capacity", self.queue_capacity),
+            ("queue-max-bytes", self.queue_max_bytes),
+        ] {
+            if value > most {
+                return Err(ConfigError::TooLarge(name, value, most));
+            }
+        }
         if self.max_unacked == 0 {
             return Err(ConfigError::Zero("max-unacked"));
         }
@@ -310,6 +320,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--queue-max-bytes"));
+        let c = Config {
+            queue_max_bytes: 8 << 30,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            format!(
+                "--queue-max-bytes is {}; the most supported is {}",
+                8u64 << 30,
+                u32::MAX
+            )
+        );
         let c = Config {
             idle_timeout: Duration::from_secs(1),
             ..Config::default()

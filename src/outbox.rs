@@ -310,10 +310,13 @@ pub struct Outbox {
     /// A frame partly written: the frame, the offset reached, and its event id (0 if not
     /// an event).
     partial: Option<Box<Partial>>,
-    capacity: usize,
-    max_bytes: usize,
-    /// Events in the lanes (notices not counted), and their bytes.
-    queued: usize,
+    /// The bounds, and the events in the lanes (notices not counted), in 32 bits: every
+    /// connection carries them, and an idle connection's size is measured
+    /// (`tests/idle_memory.rs`). The configuration keeps the bounds within `u32`.
+    capacity: u32,
+    max_bytes: u32,
+    queued: u32,
+    /// The queued events' bytes.
     queued_bytes: usize,
     policy: Policy,
     /// Overflow bookkeeping, boxed on the first loss: most connections never lose an event,
@@ -345,8 +348,8 @@ impl Outbox {
             lanes: Default::default(),
             control: None,
             partial: None,
-            capacity: capacity.max(1),
-            max_bytes,
+            capacity: u32::try_from(capacity.max(1)).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
             queued: 0,
             queued_bytes: 0,
             policy,
@@ -362,6 +365,21 @@ impl Outbox {
         }
     }
 
+    /// Events queued (notices not counted).
+    fn count(&self) -> usize {
+        self.queued as usize
+    }
+
+    /// The most events the queue holds.
+    fn cap(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// The most bytes of events the queue holds.
+    fn byte_cap(&self) -> usize {
+        self.max_bytes as usize
+    }
+
     /// Changes how overflow episodes' notices are encoded (at the switch to a transport).
     pub fn set_notice(&mut self, make_notice: fn(&Episode) -> Bytes) {
         self.make_notice = make_notice;
@@ -370,7 +388,8 @@ impl Outbox {
     /// Changes the policy; only while no event is queued (at the WebSocket upgrade).
     pub fn set_policy(&mut self, policy: Policy) {
         debug_assert_eq!(
-            self.queued, 0,
+            self.count(),
+            0,
             "the policy is chosen before events are queued"
         );
         self.policy = policy;
@@ -384,7 +403,7 @@ impl Outbox {
         if self.backpressure || self.closing {
             return None;
         }
-        let high = self.queued * 2 >= self.capacity || self.queued_bytes >= self.max_bytes / 2;
+        let high = self.count() * 2 >= self.cap() || self.queued_bytes >= self.byte_cap() / 2;
         if !high {
             return None;
         }
@@ -397,7 +416,7 @@ impl Outbox {
             return None;
         }
         losses.backlog_sent_at = Some(now);
-        Some(self.queued)
+        Some(self.count())
     }
 
     /// Whether the queue is above its high-water mark.
@@ -461,7 +480,7 @@ impl Outbox {
     }
 
     fn fits(&self, queued: usize, bytes: usize, len: usize) -> bool {
-        queued < self.capacity && bytes + len <= self.max_bytes
+        queued < self.cap() && bytes + len <= self.byte_cap()
     }
 
     /// How many events, taken oldest first from `lanes` in order, must go before an event
@@ -470,7 +489,7 @@ impl Outbox {
         if lanes.is_empty() {
             return None;
         }
-        let (mut queued, mut bytes, mut need) = (self.queued, self.queued_bytes, 0);
+        let (mut queued, mut bytes, mut need) = (self.count(), self.queued_bytes, 0);
         let candidates = lanes
             .iter()
             .flat_map(|l| self.lanes[*l].iter().filter(|i| i.is_event()));
@@ -499,7 +518,7 @@ impl Outbox {
         }
         let lane = self.lane_of(priority);
         let len = frame.len();
-        let outcome = if self.fits(self.queued, self.queued_bytes, len) {
+        let outcome = if self.fits(self.count(), self.queued_bytes, len) {
             if self.open_episodes > 0 {
                 // Room (not made by an eviction): a finished episode's notice goes first.
                 self.notices_if_room();
@@ -587,8 +606,8 @@ impl Outbox {
         priority: Priority,
         t: Stamp,
     ) -> Result<(), Bytes> {
-        let empty = self.queued == 0;
-        if self.closing || !(empty || self.fits(self.queued, self.queued_bytes, frame.len())) {
+        let empty = self.count() == 0;
+        if self.closing || !(empty || self.fits(self.count(), self.queued_bytes, frame.len())) {
             return Err(frame);
         }
         let lane = self.lane_of(priority);
@@ -600,7 +619,7 @@ impl Outbox {
 
     /// Whether an event of `len` bytes fits without the policy's help.
     pub fn fits_event(&self, len: usize) -> bool {
-        self.fits(self.queued, self.queued_bytes, len)
+        self.fits(self.count(), self.queued_bytes, len)
     }
 
     /// Under `drop-newest`, with no room for an event of `len` bytes: counts event `id` as
@@ -624,8 +643,8 @@ impl Outbox {
             return RunPush::default();
         }
         let (k, len) = run.prefix_within(
-            self.capacity.saturating_sub(self.queued),
-            self.max_bytes.saturating_sub(self.queued_bytes),
+            self.cap().saturating_sub(self.count()),
+            self.byte_cap().saturating_sub(self.queued_bytes),
         );
         let first = run.first_id();
         if k > 0 {
@@ -646,7 +665,7 @@ impl Outbox {
                     self.lanes[0].push_back(Item::event(frame.clone(), first + i as u64, t));
                 }
             }
-            self.queued += k;
+            self.queued += k as u32;
             self.queued_bytes += len;
         }
         let lost = (run.len() - k) as u64;
@@ -658,7 +677,7 @@ impl Outbox {
 
     /// Whether [`push_replayed`](Self::push_replayed) may take another event.
     pub fn has_room(&self) -> bool {
-        !self.closing && self.queued < self.capacity && self.queued_bytes < self.max_bytes
+        !self.closing && self.count() < self.cap() && self.queued_bytes < self.byte_cap()
     }
 
     /// Queues a notice in order with the events (in the highest lane, which is written
@@ -672,7 +691,7 @@ impl Outbox {
     /// Discards the queued events and notices (not a partly written frame, nor control
     /// frames), because the client asked to start over; returns how many events went.
     pub fn clear_events(&mut self) -> u64 {
-        let cleared = self.queued as u64;
+        let cleared = self.count() as u64;
         self.lanes.iter_mut().for_each(VecDeque::clear);
         self.queued = 0;
         self.queued_bytes = 0;
@@ -697,7 +716,7 @@ impl Outbox {
 
     /// Queues the notices of finished overflow episodes once the queue has room.
     fn notices_if_room(&mut self) {
-        if self.queued >= self.capacity || self.queued_bytes >= self.max_bytes {
+        if self.count() >= self.cap() || self.queued_bytes >= self.byte_cap() {
             return;
         }
         let Some(losses) = self.losses.as_mut() else {
@@ -746,7 +765,7 @@ impl Outbox {
 
     /// Events waiting (including a partly written one).
     pub fn queued_events(&self) -> usize {
-        self.queued + usize::from(self.partial.as_ref().is_some_and(|p| p.id != 0))
+        self.count() + usize::from(self.partial.as_ref().is_some_and(|p| p.id != 0))
     }
 
     /// The ids of the queued events, in the order they will be written (a partly written
@@ -868,7 +887,7 @@ impl Outbox {
                 (frame, 0, Stamp::default(), 0)
             } else if let Some(item) = self.front_lane().and_then(VecDeque::pop_front) {
                 if item.is_event() {
-                    self.queued -= item.n as usize;
+                    self.queued -= item.n;
                     self.queued_bytes -= item.frame.len();
                 }
                 (item.frame, item.id, item.t, item.n)
@@ -896,8 +915,8 @@ impl Outbox {
             self.notices_if_room();
         }
         if self.backpressure
-            && self.queued * 4 <= self.capacity
-            && self.queued_bytes <= self.max_bytes / 4
+            && self.count() * 4 <= self.cap()
+            && self.queued_bytes <= self.byte_cap() / 4
         {
             self.backpressure = false;
         }
@@ -938,7 +957,7 @@ impl Outbox {
         let rest = frames.slice(at + cut_len..);
         let n = n - done - 1;
         if n > 0 {
-            self.queued += n as usize;
+            self.queued += n;
             self.queued_bytes += rest.len();
             self.lanes[0].push_front(Item {
                 frame: rest,
