@@ -92,11 +92,6 @@ impl Run {
         self.frames.is_empty()
     }
 
-    /// The id of its first event (ids are consecutive).
-    pub fn first_id(&self) -> u64 {
-        self.first_id
-    }
-
     /// Makes the buffer shareable for queueing. It is trimmed to its frames first: queued
     /// runs keep it alive, and spare room would be pinned with it.
     pub fn freeze(&mut self) -> Frozen<'_> {

@@ -371,12 +371,11 @@ impl EventLoop {
             self.run_type = run_type;
             return Some(0);
         }
+        // All three come back empty from the last run (cleared at the end, below).
         let (mut runners, mut others) = (
             std::mem::take(&mut self.runners),
             std::mem::take(&mut self.run_others),
         );
-        runners.clear();
-        others.clear();
         for key in self.router.all_and_exact(&run_type) {
             match self.conns.get(key) {
                 Some(conn) if takes_runs(conn, first_id) => runners.push(key),
@@ -385,7 +384,6 @@ impl EventLoop {
             }
         }
         let mut run = std::mem::take(&mut self.run);
-        run.clear();
         let mut other_type = false;
         if !runners.is_empty() {
             let router = &self.router;
@@ -419,7 +417,7 @@ impl EventLoop {
                     break;
                 }
             }
-            counters.drop_events(DropReason::QueueFull, to.lost);
+            let mut lost = to.lost;
             let n = run.len();
             self.cursor += n as u64;
             if n == 0 {
@@ -428,7 +426,6 @@ impl EventLoop {
             }
             let frozen = run.freeze();
             let last_id = first_id + n as u64 - 1;
-            let mut lost = 0;
             for &key in &runners {
                 let conn = &mut self.conns[key];
                 conn.last_routed = last_id;
@@ -441,9 +438,12 @@ impl EventLoop {
             counters.drop_events(DropReason::QueueFull, lost);
         }
         let n = run.len();
-        run.clear();
         let interleaved = other_type && n < RUN_MIN;
         let pays = !runners.is_empty() && !interleaved;
+        // Cleared now, not at the next run: the run holds references to the log's frames.
+        run.clear();
+        runners.clear();
+        others.clear();
         (self.run, self.run_type, self.runners, self.run_others) = (run, run_type, runners, others);
         pays.then_some(n)
     }
