@@ -1,11 +1,17 @@
 //! Client control messages and resume positions (`last_event_id`, SSE `Last-Event-ID`):
-//! never panic; errors always carry a message; a position prints back to itself.
+//! never panic; errors always carry a message; a position prints back to itself; and the
+//! event fast path reads nothing serde would refuse or read differently.
 #![no_main]
+use firehose::event::{fastpath, WireEvent};
 use firehose::resume::Position;
 use firehose::ws::message;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Some(fast) = fastpath::read(data) {
+        let slow: WireEvent = serde_json::from_slice(data).expect("serde reads what the fast path reads");
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+    }
     if let Err(e) = message::parse_op(data) {
         assert!(!e.message.is_empty());
     }

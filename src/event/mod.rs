@@ -10,6 +10,7 @@
 //! ```
 
 mod encode;
+pub mod fastpath;
 mod filter;
 pub mod timestamp;
 mod trace_id;

@@ -93,6 +93,12 @@ struct TypesMsg {
 
 /// Parses one client text message.
 pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
+    // Most messages are publishes: read those in one pass when they have the plain shape.
+    if let Some(event) = crate::event::fastpath::read(text) {
+        if event.op.as_deref() == Some("publish") {
+            return Ok(ClientOp::Publish(event));
+        }
+    }
     let envelope: Envelope = serde_json::from_slice(text).map_err(|e| OpError {
         message: format!("message is not a JSON object with an `op`: {e}"),
         reference: None,
