@@ -65,7 +65,8 @@ pub struct ServeArgs {
     /// What a subscriber's full queue does with one more event, unless the subscription
     /// chooses (`?overflow=`): drop-newest (the incoming event is dropped), drop-oldest (the
     /// oldest queued event gives way), priority (lanes control > critical > important >
-    /// bulk; lower lanes are evicted first, control is never dropped), disconnect (close
+    /// bulk; lower lanes are evicted first; control is never dropped, but a client whose
+    /// queue reaches twice its bounds is closed as under disconnect), disconnect (close
     /// with 1008 "slow consumer" after a final notice of the last id delivered), catch-up
     /// (nothing dropped: the subscriber reads the log at its own pace, then rejoins live;
     /// only events trimmed before it reads them are lost, told in a `gap` notice).

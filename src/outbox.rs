@@ -239,8 +239,9 @@ pub enum Push {
     },
     /// The queue is full: this event is dropped for this connection.
     Dropped,
-    /// The queue is full and the policy is `disconnect`: nothing was queued; the caller
-    /// must close the connection (see [`Outbox::last_delivered`]).
+    /// The queue is full and the policy is `disconnect`, or a `control` event found the
+    /// queue at twice its bounds under `priority`: nothing was queued; the caller must
+    /// close the connection (see [`Outbox::last_delivered`]).
     Overflowed,
     /// The connection is closing: nothing more is queued.
     Closing,
@@ -526,6 +527,7 @@ impl Outbox {
             Push::Queued
         } else {
             match self.make_room(lane, priority, id, len) {
+                Some(Push::Overflowed) => return Push::Overflowed,
                 Some(outcome) => outcome,
                 None => {
                     return if self.policy == Policy::Disconnect {
@@ -543,8 +545,9 @@ impl Outbox {
     }
 
     /// The queue is full for an event of `len` bytes: applies the policy. `Some` if the
-    /// event may be queued now (after evictions, or `control` over the bounds); `None` if
-    /// it is lost (recorded in its lane's episode, except under `disconnect`).
+    /// event may be queued now (after evictions, or `control` over the bounds), or
+    /// `Some(Push::Overflowed)` for `control` past twice the bounds; `None` if it is lost
+    /// (recorded in its lane's episode, except under `disconnect`).
     fn make_room(&mut self, lane: usize, priority: Priority, id: u64, len: usize) -> Option<Push> {
         let mut victims = [0usize; LANES];
         let n = match self.policy {
@@ -583,9 +586,18 @@ impl Outbox {
                     count: need as u64,
                 })
             }
-            // `control` is never dropped: it may take the queue over its bounds.
+            // `control` is never dropped: it may take the queue over its bounds, up to twice
+            // them, since a publisher decides what is `control`. Past that the client is
+            // not reading: close it, as `disconnect` would, so it resumes where it stopped.
             None if self.policy == Policy::Priority && priority == Priority::Control => {
-                Some(Push::Queued)
+                let (cap, byte_cap) = (2 * self.cap(), self.byte_cap().saturating_mul(2));
+                Some(
+                    if self.count() < cap && self.queued_bytes + len <= byte_cap {
+                        Push::Queued
+                    } else {
+                        Push::Overflowed
+                    },
+                )
             }
             None => {
                 let name = self.lane_name(lane);
@@ -1143,11 +1155,14 @@ mod tests {
             (9, Control, evicted(4)),
             (10, Control, evicted(7)),
             (11, Control, Push::Queued), // only control left: it goes over capacity, never dropped
+            (12, Control, Push::Queued),
+            (13, Control, Push::Queued),     // six: twice the capacity
+            (14, Control, Push::Overflowed), // past that the connection is closed instead
         ];
         for (id, priority, outcome) in steps {
             assert_eq!(o.push_event(ev(id), id, priority), outcome, "event {id}");
         }
-        assert_eq!(o.queued_events(), 4);
+        assert_eq!(o.queued_events(), 6);
         assert_eq!(
             o.take_lost_by_lane(),
             [0, 2, 2, 3],
@@ -1156,7 +1171,7 @@ mod tests {
         assert_eq!(o.take_lost_by_lane(), [0; 4]);
         let (out, _) = drain(&mut o, 100);
         let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("e8|e9|e10|e11|"), "{out}");
+        assert!(out.starts_with("e8|e9|e10|e11|e12|e13|"), "{out}");
         for lost in ["Dcritical2:4-7|", "Dimportant2:2-6|", "Dbulk3:1-5|"] {
             assert!(out.contains(lost), "{out} lacks {lost}");
         }

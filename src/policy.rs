@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `drop-newest` (default) | the incoming event is dropped for this subscriber |
 //! | `drop-oldest` | the oldest queued event gives way: the client always gets the freshest |
-//! | `priority` | four lanes, `control` > `critical` > `important` > `bulk`, written highest first; the incoming event evicts the oldest event of the lowest non-empty lane below its own, or is dropped if there is none; `control` is never dropped |
+//! | `priority` | four lanes, `control` > `critical` > `important` > `bulk`, written highest first; the incoming event evicts the oldest event of the lowest non-empty lane below its own, or is dropped if there is none; `control` is never dropped, but past twice the queue's bounds the client is closed as under `disconnect` |
 //! | `disconnect` | the connection is closed with 1008 `slow consumer`, after a final notice of the last id delivered |
 //! | `catch-up` | nothing is dropped: the subscriber leaves live routing and replays from the log at the pace it reads, then rejoins live; only events trimmed from the log before it reads them are lost, told in a `gap` notice |
 //!

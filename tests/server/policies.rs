@@ -14,21 +14,37 @@ const EVENTS: u64 = 20_000;
 /// Publishes `EVENTS` 1 KB events (every `critical_every`-th one critical) in-process while
 /// the subscriber does not read; returns the ids and priorities.
 fn flood(bridge: &firehose::Bridge, critical_every: u64) -> Vec<(u64, Priority)> {
+    flood_with(bridge, |n| {
+        if critical_every > 0 && n % critical_every == 0 {
+            Priority::Critical
+        } else {
+            Priority::Bulk
+        }
+    })
+}
+
+/// Publishes `EVENTS` 1 KB events, event `n` (from 1) with priority `priority(n)`.
+fn flood_with(
+    bridge: &firehose::Bridge,
+    priority: impl Fn(u64) -> Priority,
+) -> Vec<(u64, Priority)> {
     let pad = "x".repeat(1000);
     (1..=EVENTS)
         .map(|n| {
-            let p = if critical_every > 0 && n % critical_every == 0 {
-                Priority::Critical
-            } else {
-                Priority::Bulk
-            };
             let ev = Event::new("flood", "test")
                 .with_payload(&pad)
                 .unwrap()
-                .with_priority(p);
-            (bridge.bus().publish(&ev).unwrap(), p)
+                .with_priority(priority(n));
+            (bridge.bus().publish(&ev).unwrap(), priority(n))
         })
         .collect()
+}
+
+/// Whether the server counts exactly one slow consumer evicted, within 5 s.
+fn one_slow_consumer_evicted(bridge: &firehose::Bridge) -> bool {
+    eventually(Duration::from_secs(5), || {
+        bridge.engine().snapshot().evicted.slow_consumer == 1
+    })
 }
 
 #[test]
@@ -121,11 +137,13 @@ fn priority_lanes_keep_critical_events_through_a_bulk_flood() {
     assert_eq!(received.len() as u64 + lost_bulk, EVENTS);
 }
 
-#[test]
-fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
-    let bridge = server(|c| c.queue_capacity = 100);
-    let (mut ws, _) = subscribe(bridge.local_addr(), "?overflow=disconnect");
-    flood(&bridge, 0);
+/// Reads until the server closes with 1008 "slow consumer"; checks that the `closing`
+/// notice before it names the last event received. Returns that id.
+fn read_until_evicted(ws: &mut Ws) -> u64 {
+    // A server that never closes fails the test instead of hanging it.
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut last_event = 0;
     let mut closing = None;
     loop {
@@ -138,7 +156,9 @@ fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
                     Some(other) => panic!("unexpected notice {other}: {v}"),
                     None => {
                         assert!(closing.is_none(), "no event after the closing notice");
-                        last_event = v["id"].as_u64().unwrap();
+                        let id = v["id"].as_u64().unwrap();
+                        assert!(last_event == 0 || id == last_event + 1, "no gap: {id}");
+                        last_event = id;
                     }
                 }
             }
@@ -158,13 +178,31 @@ fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
         last_event,
         "the notice says exactly how far the client got"
     );
-    assert!(last_event < EVENTS);
-    assert!(eventually(Duration::from_secs(5), || bridge
-        .engine()
-        .snapshot()
-        .evicted
-        .slow_consumer
-        == 1));
+    last_event
+}
+
+#[test]
+fn disconnect_closes_a_slow_consumer_with_1008_after_saying_how_far_it_got() {
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, _) = subscribe(bridge.local_addr(), "?overflow=disconnect");
+    flood(&bridge, 0);
+    assert!(read_until_evicted(&mut ws) < EVENTS);
+    assert!(one_slow_consumer_evicted(&bridge));
+}
+
+#[test]
+fn control_events_past_twice_the_bounds_close_a_stalled_priority_subscriber() {
+    // `control` is never dropped, and a publisher chooses it: a client that does not
+    // read must not make its queue grow without bound. It is closed, as under
+    // `disconnect`, and can resume from the id the closing notice gives.
+    let bridge = server(|c| c.queue_capacity = 100);
+    let (mut ws, _) = subscribe(bridge.local_addr(), "?overflow=priority");
+    flood_with(&bridge, |_| Priority::Control);
+    let last = read_until_evicted(&mut ws);
+    assert!(last < EVENTS, "evicted before the end of the flood: {last}");
+    assert!(one_slow_consumer_evicted(&bridge));
+    let lanes = bridge.engine().snapshot().dropped_by_lane;
+    assert_eq!(lanes.control, 0, "nothing dropped from the control lane");
 }
 
 #[test]
