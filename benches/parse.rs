@@ -1,6 +1,7 @@
-//! Reading a publisher's `{"op":"publish",…}` message (`ws::message::parse_op`), in the
-//! shape `firehose bench` sends, for 100-byte and 1 KiB payloads; and serde_json reading the
-//! same bytes as a `WireEvent` once, for comparison.
+//! Reading a publisher's `{"op":"publish",…}` message as the WebSocket session does (UTF-8
+//! check, then `ws::message::parse_op`), in the shape `firehose bench` sends, for 100-byte
+//! and 1 KiB payloads; and serde_json reading the same bytes as a `WireEvent` once, for
+//! comparison.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use firehose::event::WireEvent;
@@ -20,8 +21,9 @@ fn parse(c: &mut Criterion) {
     for size in [100usize, 1024] {
         let msg = message(size);
         group.bench_with_input(BenchmarkId::new("payload_bytes", size), &msg, |b, m| {
-            b.iter(|| match parse_op(m) {
-                Ok(ClientOp::Publish(w)) => w,
+            // As the WebSocket session does: check UTF-8, then parse.
+            b.iter(|| match std::str::from_utf8(m).map(parse_op) {
+                Ok(Ok(ClientOp::Publish(w))) => w,
                 _ => unreachable!("the message is a valid publish"),
             })
         });

@@ -55,7 +55,10 @@ pub fn parse_publish_body(body: &[u8], max_events: usize) -> Result<Vec<Event>, 
     };
     let wires: Vec<WireEvent> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => serde_json::from_slice(body).map_err(shape)?,
-        Some(b'{') => match super::fastpath::read(body) {
+        Some(b'{') => match std::str::from_utf8(body)
+            .ok()
+            .and_then(super::fastpath::read)
+        {
             Some(wire) => vec![wire],
             None => vec![serde_json::from_slice(body).map_err(shape)?],
         },

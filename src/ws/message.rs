@@ -91,15 +91,15 @@ struct TypesMsg {
     reference: Option<Box<RawValue>>,
 }
 
-/// Parses one client text message.
-pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
+/// Parses one client text message (UTF-8, as every WebSocket text message must be).
+pub fn parse_op(text: &str) -> Result<ClientOp, OpError> {
     // Most messages are publishes: read those in one pass when they have the plain shape.
     if let Some(event) = crate::event::fastpath::read(text) {
         if event.op.as_deref() == Some("publish") {
             return Ok(ClientOp::Publish(event));
         }
     }
-    let envelope: Envelope = serde_json::from_slice(text).map_err(|e| OpError {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| OpError {
         message: format!("message is not a JSON object with an `op`: {e}"),
         reference: None,
     })?;
@@ -116,11 +116,11 @@ pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
     };
     match envelope.op.as_deref() {
         Some("ack") => {
-            let m: AckMsg = serde_json::from_slice(text).map_err(shape)?;
+            let m: AckMsg = serde_json::from_str(text).map_err(shape)?;
             Ok(ClientOp::Ack { id: m.id })
         }
         Some(op @ ("subscribe" | "unsubscribe")) => {
-            let m: TypesMsg = serde_json::from_slice(text).map_err(shape)?;
+            let m: TypesMsg = serde_json::from_str(text).map_err(shape)?;
             Ok(if op == "subscribe" {
                 ClientOp::Subscribe {
                     types: m.types,
@@ -134,10 +134,10 @@ pub fn parse_op(text: &[u8]) -> Result<ClientOp, OpError> {
             })
         }
         Some("publish") => Ok(ClientOp::Publish(
-            serde_json::from_slice(text).map_err(shape)?,
+            serde_json::from_str(text).map_err(shape)?,
         )),
         Some("resume") => {
-            let m: ResumeMsg = serde_json::from_slice(text).map_err(shape)?;
+            let m: ResumeMsg = serde_json::from_str(text).map_err(shape)?;
             let id = match &m.last_event_id {
                 Value::Number(n) => n.to_string(),
                 Value::String(s) => s.clone(),
@@ -277,10 +277,10 @@ mod tests {
     #[test]
     fn parses_each_op() {
         assert!(matches!(
-            parse_op(br#"{"op":"ack","id":5}"#),
+            parse_op(r#"{"op":"ack","id":5}"#),
             Ok(ClientOp::Ack { id: 5 })
         ));
-        match parse_op(br#"{"op":"subscribe","types":["a.*"],"ref":7}"#).unwrap() {
+        match parse_op(r#"{"op":"subscribe","types":["a.*"],"ref":7}"#).unwrap() {
             ClientOp::Subscribe { types, reference } => {
                 assert_eq!(types, ["a.*"]);
                 assert_eq!(reference.unwrap().get(), "7");
@@ -288,10 +288,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse_op(br#"{"op":"unsubscribe","types":[]}"#),
+            parse_op(r#"{"op":"unsubscribe","types":[]}"#),
             Ok(ClientOp::Unsubscribe { .. })
         ));
-        match parse_op(br#"{"op":"publish","event_type":"a","source":"s","ref":"x","payload":[1]}"#)
+        match parse_op(r#"{"op":"publish","event_type":"a","source":"s","ref":"x","payload":[1]}"#)
             .unwrap()
         {
             ClientOp::Publish(w) => {
@@ -304,15 +304,15 @@ mod tests {
 
     #[test]
     fn errors_keep_the_ref_when_they_can() {
-        let e = parse_op(br#"{"op":"fly","ref":3}"#).unwrap_err();
+        let e = parse_op(r#"{"op":"fly","ref":3}"#).unwrap_err();
         assert!(e.message.contains("unknown op"));
         assert_eq!(e.reference.unwrap().get(), "3");
-        let e = parse_op(br#"{"op":"publish","ref":4,"source":"s"}"#).unwrap_err();
+        let e = parse_op(r#"{"op":"publish","ref":4,"source":"s"}"#).unwrap_err();
         assert!(e.message.contains("event_type"), "{}", e.message);
         assert_eq!(e.reference.unwrap().get(), "4");
-        assert!(parse_op(b"not json").unwrap_err().reference.is_none());
-        assert!(parse_op(b"{}").unwrap_err().message.contains("no `op`"));
-        assert!(parse_op(br#"{"op":"ack"}"#)
+        assert!(parse_op("not json").unwrap_err().reference.is_none());
+        assert!(parse_op("{}").unwrap_err().message.contains("no `op`"));
+        assert!(parse_op(r#"{"op":"ack"}"#)
             .unwrap_err()
             .message
             .contains("id"));

@@ -383,14 +383,14 @@ impl WsSession {
     }
 
     fn on_text(&mut self, text: &[u8], engine: &Engine, now: Instant, out: &mut Outbox) {
-        if std::str::from_utf8(text).is_err() {
+        let Ok(text) = std::str::from_utf8(text) else {
             return self.close(
                 CloseCode::InvalidData,
                 "text message is not valid UTF-8",
                 now,
                 out,
             );
-        }
+        };
         let answer = match message::parse_op(text) {
             Err(e) => Some(message::error(e.reference.as_deref(), &e.message)),
             // Without `ack=` there is nothing to settle: accepted and ignored.
