@@ -54,11 +54,17 @@ fn connections_show_each_clients_state_and_last_events() {
     });
 
     // The stalled client's queue is full and it has lost events; the healthy one has all.
+    // Each may be on its own I/O thread, so wait until both have routed all N: a busy
+    // machine can hold the stalled client's thread back after the healthy one is done.
     let mut seen = Value::Null;
+    let routed_all = |c: &Value| {
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        n("delivered") + n("dropped") + n("queue_depth") >= N
+    };
     assert!(
         eventually(Duration::from_secs(10), || {
             seen = list(addr, "");
-            by_id(&seen, &healthy_id)["delivered"] == N
+            by_id(&seen, &healthy_id)["delivered"] == N && routed_all(&by_id(&seen, &stalled_id))
         }),
         "{seen}"
     );
