@@ -23,6 +23,25 @@ struct Item {
     seq: u64,
     publisher: u64,
     n: u64,
+    /// A function of the other three: a reader that found freed or half-built memory
+    /// would not see it match.
+    check: u64,
+}
+
+impl Item {
+    fn new(seq: u64, publisher: u64, n: u64) -> Self {
+        let check = Self::check(seq, publisher, n);
+        Self {
+            seq,
+            publisher,
+            n,
+            check,
+        }
+    }
+
+    fn check(seq: u64, publisher: u64, n: u64) -> u64 {
+        (seq ^ publisher.rotate_left(17) ^ n.rotate_left(41)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
 }
 
 impl Sequenced for Item {
@@ -37,7 +56,14 @@ fn follow(log: &EventLog<Item>, total: u64) -> (Vec<(u64, u64, u64)>, u64) {
     let mut got = Vec::new();
     let mut skipped = 0;
     while cursor <= total {
-        match log.read(cursor, |v| (v.seq, v.publisher, v.n)) {
+        match log.read(cursor, |v| {
+            assert_eq!(
+                v.check,
+                Item::check(v.seq, v.publisher, v.n),
+                "intact: {v:?}"
+            );
+            (v.seq, v.publisher, v.n)
+        }) {
             Read::Ready(v) => {
                 got.push(v);
                 cursor += 1;
@@ -89,13 +115,7 @@ fn stress(
             let log = Arc::clone(&log);
             thread::spawn(move || {
                 (0..per_publisher)
-                    .map(|n| {
-                        log.append_with(|seq| Item {
-                            seq,
-                            publisher: p,
-                            n,
-                        })
-                    })
+                    .map(|n| log.append_with(|seq| Item::new(seq, p, n)))
                     .collect::<Vec<_>>()
             })
         })
@@ -172,7 +192,7 @@ proptest! {
         for op in ops {
             match op {
                 LogOp::Append => {
-                    let id = log.append_with(|seq| Item { seq, publisher: 0, n: seq });
+                    let id = log.append_with(|seq| Item::new(seq, 0, seq));
                     prop_assert_eq!(id, next);
                     oracle.push_back(id);
                     if oracle.len() > cap {
