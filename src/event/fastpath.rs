@@ -5,10 +5,10 @@
 //! [`read`] reads such an object in one pass and returns exactly the [`WireEvent`]
 //! `serde_json::from_slice` would, or `None` for anything outside that shape: an escape in
 //! a key or a string field, an unknown or repeated field, a field of the wrong type, or
-//! JSON that is not valid. The caller then parses with
-//! serde, which also writes the error message. So the fast path can neither accept what
-//! serde refuses nor read a message differently from it; the `client_op` fuzz target and a
-//! property test check that on every input they see.
+//! JSON that is not valid. The caller then parses with serde, which also writes the error
+//! message. So the fast path can neither accept what serde refuses nor read a message
+//! differently from it; the `client_op` fuzz target and two property tests check that on
+//! every input they see.
 //!
 //! Why: serde read every publish twice (once for its `op`, once as an event), and that was
 //! a tenth of an I/O thread under overload (README, *Performance*). Here the keys and plain
