@@ -309,7 +309,12 @@ impl Model {
                 for (l, _) in candidates.into_iter().take(need) {
                     evicted.push(self.lanes[l].pop_front().unwrap().0);
                 }
-            } else if !(self.policy == Policy::Priority && p == Priority::Control) {
+            } else if self.policy == Policy::Priority && p == Priority::Control {
+                // Never dropped: queued up to twice the bounds, then the client is closed.
+                if queued >= 2 * self.capacity || bytes + len > self.max_bytes.saturating_mul(2) {
+                    return (Push::Overflowed, evicted);
+                }
+            } else {
                 return (Push::Dropped, evicted);
             }
         }
