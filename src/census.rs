@@ -89,6 +89,8 @@ pub struct ConnInfo {
     pub queue_depth: usize,
     /// Bytes of the waiting events.
     pub queued_bytes: usize,
+    /// The socket's kernel send buffer (`SO_SNDBUF` as the kernel reports it), if known.
+    pub send_buffer: Option<usize>,
     /// Events written to it.
     pub delivered: u64,
     /// Events it lost (queue full, or its thread fell behind the log).

@@ -62,6 +62,13 @@ pub struct ServeArgs {
     /// most 4 GiB − 1); past it the queue counts as full, whatever --queue-capacity says.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub queue_max_bytes: usize,
+    /// Kernel send buffer of each connection (SO_SNDBUF), 4096 bytes to 1 GiB. Unset, the
+    /// kernel autotunes it up to net.ipv4.tcp_wmem's maximum (often 4 MiB), so a subscriber
+    /// that stops reading can hold that much in the kernel beyond its queue; set, it bounds
+    /// that. Linux doubles the value for its bookkeeping and caps it at net.core.wmem_max.
+    /// Small values cost throughput (README, "When a client falls behind").
+    #[arg(long, value_name = "BYTES")]
+    pub socket_send_buffer: Option<usize>,
     /// What a subscriber's full queue does with one more event, unless the subscription
     /// chooses (`?overflow=`): drop-newest (the incoming event is dropped), drop-oldest (the
     /// oldest queued event gives way), priority (lanes control > critical > important >
@@ -207,6 +214,7 @@ impl ServeArgs {
             pin_threads: !self.no_pin,
             queue_capacity: self.queue_capacity,
             queue_max_bytes: self.queue_max_bytes,
+            socket_send_buffer: self.socket_send_buffer,
             overflow: self.overflow,
             allowed_overflow: self.allowed_overflow.clone(),
             retention_events: self.retention_events,

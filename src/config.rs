@@ -25,6 +25,10 @@ pub struct Config {
     /// Bytes of events each connection may have waiting (the frames are shared, so this
     /// bounds what one connection can pin, not a copy).
     pub queue_max_bytes: usize,
+    /// The kernel send buffer of each accepted socket (`SO_SNDBUF`), in bytes. `None`
+    /// leaves it to the kernel's autotuning, which lets a subscriber that stops reading
+    /// hold up to `net.ipv4.tcp_wmem`'s maximum in the kernel beyond its queue.
+    pub socket_send_buffer: Option<usize>,
     /// The overflow policy of subscriptions that do not choose one (`?overflow=`).
     pub overflow: Policy,
     /// The policies clients may choose.
@@ -88,6 +92,11 @@ pub struct Config {
     pub trace_buffer: usize,
 }
 
+/// Smallest `--socket-send-buffer`: one page, below which the kernel's own floor applies.
+pub const MIN_SOCKET_SEND_BUFFER: usize = 4096;
+/// Largest `--socket-send-buffer` (the kernel caps it at `net.core.wmem_max` anyway).
+pub const MAX_SOCKET_SEND_BUFFER: usize = 1 << 30;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -97,6 +106,7 @@ impl Default for Config {
             pin_threads: true,
             queue_capacity: 2_000,
             queue_max_bytes: 1024 * 1024,
+            socket_send_buffer: None,
             overflow: Policy::DropNewest,
             allowed_overflow: Policy::ALL.to_vec(),
             retention_events: 65_536,
@@ -257,6 +267,22 @@ impl Config {
                 return Err(ConfigError::TooLarge(name, value, most));
             }
         }
+        if let Some(bytes) = self.socket_send_buffer {
+            if bytes < MIN_SOCKET_SEND_BUFFER {
+                return Err(ConfigError::TooSmall(
+                    "socket-send-buffer",
+                    bytes,
+                    MIN_SOCKET_SEND_BUFFER,
+                ));
+            }
+            if bytes > MAX_SOCKET_SEND_BUFFER {
+                return Err(ConfigError::TooLarge(
+                    "socket-send-buffer",
+                    bytes,
+                    MAX_SOCKET_SEND_BUFFER,
+                ));
+            }
+        }
         if self.max_unacked == 0 {
             return Err(ConfigError::Zero("max-unacked"));
         }
@@ -357,5 +383,26 @@ mod tests {
             assert!(e.contains(flag), "{e}");
         }
         assert_eq!(Config::default().log_capacity(), 131_072);
+    }
+
+    #[test]
+    fn a_socket_send_buffer_is_optional_and_bounded() {
+        let with = |bytes| Config {
+            socket_send_buffer: Some(bytes),
+            ..Config::default()
+        };
+        assert_eq!(with(4096).validate(), Ok(()));
+        assert_eq!(
+            with(1000).validate().unwrap_err().to_string(),
+            "--socket-send-buffer is 1000; the least supported is 4096"
+        );
+        assert_eq!(
+            with(2 << 30).validate(),
+            Err(ConfigError::TooLarge(
+                "socket-send-buffer",
+                2 << 30,
+                1 << 30
+            ))
+        );
     }
 }

@@ -93,6 +93,7 @@ fn conn_json(c: &ConnInfo, thread: usize) -> Value {
         "policy": c.policy.as_str(),
         "queue_depth": c.queue_depth,
         "queued_bytes": c.queued_bytes,
+        "send_buffer": c.send_buffer,
         "delivered": c.delivered,
         "dropped": c.dropped,
         "last_message_age_ms": c.last_message_age.map(|d| d.as_micros() as f64 / 1e3),

@@ -575,6 +575,11 @@ impl EventLoop {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            if let Some(bytes) = self.engine.config.socket_send_buffer {
+                // Best effort, like the no-delay flag: the socket works either way, and
+                // `/connections` shows the size the kernel applied.
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+            }
             let now = Instant::now();
             let session = HttpSession::new(now, &self.engine);
             let entry = self.conns.vacant_entry();
@@ -758,6 +763,7 @@ impl EventLoop {
                 policy: conn.outbox.policy(),
                 queue_depth: conn.outbox.queued_events(),
                 queued_bytes: conn.outbox.queued_bytes(),
+                send_buffer: socket2::SockRef::from(&conn.stream).send_buffer_size().ok(),
                 delivered: conn.outbox.delivered(),
                 dropped: conn.outbox.dropped(),
                 last_message_age: conn

@@ -195,3 +195,26 @@ fn requests_pipelined_behind_a_connection_list_keep_their_order() {
     let last = text.rfind("\"connections\"").unwrap();
     assert!(first < health && health < last, "{text}");
 }
+
+#[test]
+fn socket_send_buffer_sets_each_connections_kernel_buffer() {
+    let bridge = server(|c| c.socket_send_buffer = Some(50_000));
+    let addr = bridge.local_addr();
+    let (_ws, hello) = subscribe(addr, "");
+    let seen = list(addr, "");
+    // Linux doubles SO_SNDBUF for its bookkeeping (socket(7)) and reports that.
+    assert_eq!(
+        by_id(&seen, &hello["connection_id"])["send_buffer"],
+        100_000,
+        "{seen}"
+    );
+    // Unset, the kernel's autotuned size shows instead.
+    let bridge = server(|_| {});
+    let (_ws, hello) = subscribe(bridge.local_addr(), "");
+    let seen = list(bridge.local_addr(), "");
+    let default = &by_id(&seen, &hello["connection_id"])["send_buffer"];
+    assert!(
+        default.as_u64().is_some_and(|b| b > 0 && b != 100_000),
+        "{seen}"
+    );
+}
