@@ -529,13 +529,7 @@ impl Outbox {
             match self.make_room(lane, priority, id, len) {
                 Some(Push::Overflowed) => return Push::Overflowed,
                 Some(outcome) => outcome,
-                None => {
-                    return if self.policy == Policy::Disconnect {
-                        Push::Overflowed
-                    } else {
-                        Push::Dropped
-                    }
-                }
+                None => return Push::Dropped,
             }
         };
         self.lanes[lane].push_back(Item::event(frame, id, t));
@@ -545,13 +539,14 @@ impl Outbox {
     }
 
     /// The queue is full for an event of `len` bytes: applies the policy. `Some` if the
-    /// event may be queued now (after evictions, or `control` over the bounds), or
-    /// `Some(Push::Overflowed)` for `control` past twice the bounds; `None` if it is lost
-    /// (recorded in its lane's episode, except under `disconnect`).
+    /// event may be queued now (after evictions, or `control` over the bounds), except
+    /// `Some(Push::Overflowed)`: nothing is queued and the connection must close
+    /// (`disconnect`, or `control` past twice the bounds). `None` if it is lost (recorded
+    /// in its lane's episode).
     fn make_room(&mut self, lane: usize, priority: Priority, id: u64, len: usize) -> Option<Push> {
         let mut victims = [0usize; LANES];
         let n = match self.policy {
-            Policy::Disconnect => return None,
+            Policy::Disconnect => return Some(Push::Overflowed),
             // `catch-up` is applied by routing, which stops pushing to a full queue; an
             // event that still does not fit (by bytes) is dropped like `drop-newest`.
             Policy::DropNewest | Policy::CatchUp => 0,

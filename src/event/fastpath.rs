@@ -41,8 +41,8 @@ pub fn read(text: &str) -> Option<WireEvent> {
         c.space();
         match key {
             "op" => set(&mut f.op, c.opt_str()?)?,
-            "event_type" => set(&mut f.event_type, c.plain_str()?.to_owned())?,
-            "source" => set(&mut f.source, c.plain_str()?.to_owned())?,
+            "event_type" => set(&mut f.event_type, c.plain_str()?)?,
+            "source" => set(&mut f.source, c.plain_str()?)?,
             "trace_id" => set(&mut f.trace_id, c.opt_str()?)?,
             "priority" => set(&mut f.priority, c.priority()?)?,
             "payload" => set(&mut f.payload, c.raw()?)?,
@@ -59,27 +59,29 @@ pub fn read(text: &str) -> Option<WireEvent> {
     if c.i != text.len() {
         return None; // trailing characters
     }
+    // Owned only now: a message that falls back to serde allocated nothing here.
     Some(WireEvent {
-        op: f.op.flatten(),
-        reference: f.reference.flatten(),
-        event_type: f.event_type?,
-        source: f.source?,
-        payload: f.payload.flatten(),
+        op: f.op.flatten().map(str::to_owned),
+        reference: f.reference.flatten().map(RawValue::to_owned),
+        event_type: f.event_type?.to_owned(),
+        source: f.source?.to_owned(),
+        payload: f.payload.flatten().map(RawValue::to_owned),
         priority: f.priority.flatten(),
-        trace_id: f.trace_id.flatten(),
+        trace_id: f.trace_id.flatten().map(str::to_owned),
     })
 }
 
-/// Fields seen so far: the outer `Option` is "seen", the inner one the field's own.
+/// Fields seen so far, strings borrowed from the message: the outer `Option` is "seen",
+/// the inner one the field's own.
 #[derive(Default)]
-struct Fields {
-    op: Option<Option<String>>,
-    reference: Option<Option<Box<RawValue>>>,
-    event_type: Option<String>,
-    source: Option<String>,
-    payload: Option<Option<Box<RawValue>>>,
+struct Fields<'a> {
+    op: Option<Option<&'a str>>,
+    reference: Option<Option<&'a RawValue>>,
+    event_type: Option<&'a str>,
+    source: Option<&'a str>,
+    payload: Option<Option<&'a RawValue>>,
     priority: Option<Option<Priority>>,
-    trace_id: Option<Option<String>>,
+    trace_id: Option<Option<&'a str>>,
 }
 
 /// Records a field the first time; a repeat is serde's "duplicate field" error.
@@ -140,19 +142,26 @@ impl<'a> Cursor<'a> {
         self.s.get(start..start + len)
     }
 
-    /// `null` or a plain string, as serde reads an `Option<String>`.
-    fn opt_str(&mut self) -> Option<Option<String>> {
-        if self.b[self.i..].starts_with(b"null") {
+    /// Takes a `null` if one is next.
+    fn null(&mut self) -> bool {
+        let found = self.b[self.i..].starts_with(b"null");
+        if found {
             self.i += 4;
+        }
+        found
+    }
+
+    /// `null` or a plain string, as serde reads an `Option<String>`.
+    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+        if self.null() {
             return Some(None);
         }
-        Some(Some(self.plain_str()?.to_owned()))
+        Some(Some(self.plain_str()?))
     }
 
     /// `null` or one of the four priority names, as serde reads an `Option<Priority>`.
     fn priority(&mut self) -> Option<Option<Priority>> {
-        if self.b[self.i..].starts_with(b"null") {
-            self.i += 4;
+        if self.null() {
             return Some(None);
         }
         Some(Some(match self.plain_str()? {
@@ -164,10 +173,11 @@ impl<'a> Cursor<'a> {
         }))
     }
 
-    /// One JSON value as serde reads an `Option<Box<RawValue>>` field: `null` is `None`.
-    fn raw(&mut self) -> Option<Option<Box<RawValue>>> {
+    /// One JSON value as serde reads an `Option<Box<RawValue>>` field (`null` is
+    /// `None`), borrowed from the message.
+    fn raw(&mut self) -> Option<Option<&'a RawValue>> {
         let mut values = serde_json::Deserializer::from_str(self.s.get(self.i..)?)
-            .into_iter::<Option<Box<RawValue>>>();
+            .into_iter::<Option<&'a RawValue>>();
         let value = values.next()?.ok()?;
         self.i += values.byte_offset();
         Some(value)
