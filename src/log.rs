@@ -30,6 +30,12 @@
 //!   rises before a slot is emptied, a reader that finds the slot emptied also finds `head`
 //!   past it.
 //!
+//! Memory: a slot is an `EpochCell` (in `sync.rs`). A reader pins
+//! crossbeam-epoch just long enough to take a reference to the value; an emptied slot's
+//! own reference is released once every reader pinned before the trim has unpinned.
+//! Installing into an empty slot needs neither: one compare-and-swap on the slot's
+//! pointer.
+//!
 //! A publisher preempted between claiming and installing holds readers at its sequence
 //! number until it runs again (the classic multi-producer ring trade-off); it never holds
 //! other publishers. The window is a few dozen nanoseconds because values are built before
@@ -39,7 +45,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{ArcCell, AtomicU64, Ordering};
+use crate::sync::{AtomicU64, EpochCell, Ordering};
 
 /// A value that carries the sequence number it was stored under.
 pub trait Sequenced {
@@ -63,8 +69,8 @@ pub enum Read<R> {
 }
 
 /// The lock-free event log. Sequence numbers start at 1, so 0 can mean "nothing yet".
-pub struct EventLog<T> {
-    slots: Box<[ArcCell<T>]>,
+pub struct EventLog<T: Send + Sync + 'static> {
+    slots: Box<[EpochCell<T>]>,
     mask: u64,
     /// The next sequence number to claim.
     tail: CachePadded<AtomicU64>,
@@ -72,11 +78,11 @@ pub struct EventLog<T> {
     head: CachePadded<AtomicU64>,
 }
 
-impl<T: Sequenced> EventLog<T> {
+impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
     /// A log retaining the last `capacity` values, rounded up to a power of two (at least 2).
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(2).next_power_of_two();
-        let slots = (0..capacity).map(|_| ArcCell::empty()).collect();
+        let slots = (0..capacity).map(|_| EpochCell::empty()).collect();
         Self {
             slots,
             mask: capacity as u64 - 1,
@@ -109,16 +115,26 @@ impl<T: Sequenced> EventLog<T> {
     }
 
     /// Trims every value up to and including sequence `last`: they can no longer be read
-    /// (readers are told they were lapped) and their memory is released here, on the
-    /// caller's thread. Returns how many values this call released.
+    /// (readers are told they were lapped). The log's references to them are released
+    /// once no reader can still be taking one (crossbeam-epoch; mostly on this thread,
+    /// which hands over what it retired at the end), and each value is freed with its
+    /// last reference. Returns how many values this call removed.
     pub fn trim_through(&self, last: u64) -> usize {
         let last = last.min(self.last_seq());
         let first = self.head.fetch_max(last + 1, Ordering::SeqCst);
         // A trimmer more than a lap behind finds only newer values in the older slots.
         let first = first.max((last + 1).saturating_sub(self.capacity() as u64));
-        (first..=last)
-            .filter(|&s| self.slot(s).take_unless(|v| v.seq() > s).is_some())
-            .count()
+        let taken = (first..=last)
+            .filter(|&s| self.slot(s).take_unless(|v| v.seq() > s))
+            .count();
+        #[cfg(not(loom))]
+        if taken > 0 {
+            // Hand this thread's retired values to the collector now, and free what is
+            // already safe to free, rather than leaving them for whichever reader
+            // collects next.
+            crossbeam_epoch::pin().flush();
+        }
+        taken
     }
 
     /// The oldest sequence number that may still be read (1 before anything is trimmed).
@@ -141,14 +157,15 @@ impl<T: Sequenced> EventLog<T> {
         self.next_seq() - 1
     }
 
-    /// Looks at sequence number `seq` and, when it is ready, runs `f` on it. `f` runs while
-    /// the slot is pinned, so it should be short: clone what it needs and return.
+    /// Looks at sequence number `seq` and, when it is ready, runs `f` on it. The value is
+    /// held by a reference of the reader's own, not a pin, so `f` may take its time (an I/O
+    /// thread routes the event to every subscriber in it).
     pub fn read<R>(&self, seq: u64, f: impl FnOnce(&T) -> R) -> Read<R> {
-        let found = self.slot(seq).with(|value| match value {
-            Some(v) if v.seq() == seq => Ok(f(v)),
+        let found = match self.slot(seq).load_full() {
+            Some(v) if v.seq() == seq => Ok(f(&v)),
             Some(v) if v.seq() > seq => Err(true),
             _ => Err(false),
-        });
+        };
         match found {
             Ok(r) => Read::Ready(r),
             // Nothing newer there: not installed yet, unless it was trimmed.
@@ -159,7 +176,7 @@ impl<T: Sequenced> EventLog<T> {
         }
     }
 
-    fn slot(&self, seq: u64) -> &ArcCell<T> {
+    fn slot(&self, seq: u64) -> &EpochCell<T> {
         &self.slots[(seq & self.mask) as usize]
     }
 }
