@@ -14,7 +14,7 @@ use std::io::{IoSlice, Write};
 use std::time::Instant;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use firehose::event::TraceId;
 use firehose::metrics::{Counters, ThreadCounters};
 use firehose::outbox::{Episode, Outbox, Stamp};
@@ -51,7 +51,13 @@ fn publish(c: &mut Criterion) {
             Default::default(),
             Arc::new(Tracer::new(sample, SPAN_BUFFER)),
         );
-        group.bench_function(name, |b| b.iter(|| bus.publish(&event).unwrap()));
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || event.clone(),
+                |e| bus.publish(e).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
     }
     group.finish();
 }

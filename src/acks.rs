@@ -217,9 +217,11 @@ mod tests {
     use crate::event::{Event, Staged};
 
     fn event(id: u64, p: Priority) -> Encoded {
-        Staged::new(&Event::new("a.b", "t").with_priority(p), 1024)
+        Staged::new(Event::new("a.b", "t").with_priority(p), 1024)
             .unwrap()
             .seal(id)
+            .encoded()
+            .clone()
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::dlq::{DeadLetterQueue, Limits};
-use crate::event::{Encoded, Event, EventError, Filter, Staged, TraceId};
+use crate::event::{Event, EventError, Filter, Published, Staged, TraceId};
 use crate::log::EventLog;
 use crate::sink::{self, Delivery, Hub, SinkSettings, SinkStats, SubscribeError};
 use crate::trace::{self, Attr, SpanName, Tracer};
@@ -28,7 +28,7 @@ pub struct Bus {
 }
 
 struct Inner {
-    log: EventLog<Encoded>,
+    log: EventLog<Published>,
     /// This run's epoch: event ids mean something only within it ([`crate::resume`]).
     epoch: u64,
     sleepers: Box<[Sleeper]>,
@@ -36,6 +36,27 @@ struct Inner {
     hub: Arc<Hub>,
     tracer: Arc<Tracer>,
     ws_subscribers: OnceLock<SubscriberCount>,
+}
+
+/// What an `event.publish` span reports, kept for a sampled event before the event
+/// moves into the log.
+struct SpanFacts {
+    trace_id: TraceId,
+    start: Instant,
+    event_type: String,
+    source: String,
+}
+
+impl SpanFacts {
+    #[cold]
+    fn of(staged: &Staged) -> Self {
+        Self {
+            trace_id: staged.trace_id(),
+            start: staged.published_at(),
+            event_type: staged.event().event_type.clone(),
+            source: staged.event().source.clone(),
+        }
+    }
 }
 
 impl Bus {
@@ -105,7 +126,7 @@ impl Bus {
     ///     }
     ///     Ok(())
     /// })?;
-    /// bus.publish(&Event::new("billing.refused", "example"))?;
+    /// bus.publish(Event::new("billing.refused", "example"))?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn subscribe<F, E>(
@@ -155,21 +176,21 @@ impl Bus {
         self.inner.hub.shutdown(deadline);
     }
 
-    /// Publishes one event; returns its id.
-    pub fn publish(&self, event: &Event) -> Result<u64, EventError> {
+    /// Publishes one event; returns its id. The event is checked here (an error means it
+    /// was not published) and moved into the log as it is: the first thread that needs
+    /// its bytes encodes it ([`crate::event::Published`]).
+    pub fn publish(&self, event: Event) -> Result<u64, EventError> {
         let staged = self.stage(event)?;
-        let traced = staged
-            .is_sampled()
-            .then(|| (staged.trace_id(), staged.published_at()));
+        let traced = staged.is_sampled().then(|| SpanFacts::of(&staged));
         let id = self.inner.log.append_with(|id| staged.seal(id));
         self.notify();
-        if let Some(trace) = traced {
-            self.publish_span(event, id, trace);
+        if let Some(facts) = traced {
+            self.publish_span(id, facts);
         }
         Ok(id)
     }
 
-    fn stage(&self, event: &Event) -> Result<Staged, EventError> {
+    fn stage(&self, event: Event) -> Result<Staged, EventError> {
         let mut staged = Staged::new(event, self.inner.max_event_bytes)?;
         staged.set_sampled(self.inner.tracer.sampled(staged.trace_id()));
         Ok(staged)
@@ -178,7 +199,13 @@ impl Bus {
     /// Records `event.publish` for a sampled event (off the common path: only sampled
     /// events get here).
     #[cold]
-    fn publish_span(&self, event: &Event, id: u64, (trace_id, start): (TraceId, Instant)) {
+    fn publish_span(&self, id: u64, facts: SpanFacts) {
+        let SpanFacts {
+            trace_id,
+            start,
+            event_type,
+            source,
+        } = facts;
         let ws = self.inner.ws_subscribers.get().map_or(0, |count| count());
         let subscribers = ws + self.inner.hub.count() as u64;
         self.inner.tracer.record(
@@ -188,8 +215,8 @@ impl Bus {
             start,
             trace::attrs([
                 ("event_id", Attr::from(id)),
-                ("event_type", Attr::from(event.event_type.as_str())),
-                ("source", Attr::from(event.source.as_str())),
+                ("event_type", Attr::from(event_type.as_str())),
+                ("source", Attr::from(source.as_str())),
                 ("subscriber_count", Attr::from(subscribers)),
             ]),
         );
@@ -198,27 +225,26 @@ impl Bus {
     /// Publishes several events, all or none: every event is checked before the first is
     /// appended. Returns their ids in order (increasing; contiguous unless another thread
     /// published at the same time). Wakes the I/O threads once.
-    pub fn publish_all(&self, events: &[Event]) -> Result<Vec<u64>, EventError> {
+    pub fn publish_all(&self, events: Vec<Event>) -> Result<Vec<u64>, EventError> {
         let staged = events
-            .iter()
+            .into_iter()
             .map(|e| self.stage(e))
             .collect::<Result<Vec<_>, _>>()?;
         let mut traced = Vec::new();
         let ids: Vec<u64> = staged
             .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let trace = s.is_sampled().then(|| (s.trace_id(), s.published_at()));
+            .map(|s| {
+                let facts = s.is_sampled().then(|| SpanFacts::of(&s));
                 let id = self.inner.log.append_with(|id| s.seal(id));
-                if let Some(trace) = trace {
-                    traced.push((i, id, trace));
+                if let Some(facts) = facts {
+                    traced.push((id, facts));
                 }
                 id
             })
             .collect();
         self.notify();
-        for (i, id, trace) in traced {
-            self.publish_span(&events[i], id, trace);
+        for (id, facts) in traced {
+            self.publish_span(id, facts);
         }
         Ok(ids)
     }
@@ -234,7 +260,7 @@ impl Bus {
     }
 
     /// The log, for readers (I/O threads, replay).
-    pub fn log(&self) -> &EventLog<Encoded> {
+    pub fn log(&self) -> &EventLog<Published> {
         &self.inner.log
     }
 

@@ -304,7 +304,11 @@ mod tests {
     use crate::event::{Event, Staged};
 
     fn event(id: u64) -> Encoded {
-        Staged::new(&Event::new("t", "s"), 1024).unwrap().seal(id)
+        Staged::new(Event::new("t", "s"), 1024)
+            .unwrap()
+            .seal(id)
+            .encoded()
+            .clone()
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub enum StartError {
 /// ```no_run
 /// use firehose::{Bridge, Event};
 /// let bridge = Bridge::builder().port(0).start()?;
-/// let id = bridge.bus().publish(&Event::new("workflow.started", "example"))?;
+/// let id = bridge.bus().publish(Event::new("workflow.started", "example"))?;
 /// println!("published {id} on ws://{}/ws/events", bridge.local_addr());
 /// bridge.shutdown();
 /// # Ok::<(), Box<dyn std::error::Error>>(())

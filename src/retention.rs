@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::event::Encoded;
+use crate::event::Published;
 use crate::log::{EventLog, Read};
 
 /// How often the trimmer runs while nothing arrives (age-based trimming still happens).
@@ -58,7 +58,7 @@ pub struct Trimmer {
 impl Trimmer {
     /// A trimmer for `limits`, starting at the oldest event the log holds: events
     /// published before its thread started are retained within the limits too.
-    pub fn new(limits: Limits, log: &EventLog<Encoded>) -> Self {
+    pub fn new(limits: Limits, log: &EventLog<Published>) -> Self {
         Self {
             limits,
             next: log.head(),
@@ -73,11 +73,11 @@ impl Trimmer {
     }
 
     /// Notes the events published since the last run, then trims past the limits.
-    pub fn run(&mut self, log: &EventLog<Encoded>, now: Instant) -> Trimmed {
+    pub fn run(&mut self, log: &EventLog<Published>, now: Instant) -> Trimmed {
         let mut done = Trimmed::default();
         let tail = log.next_seq();
         while self.next < tail {
-            match log.read(self.next, |e| (e.frame().len(), e.published_at())) {
+            match log.read(self.next, |e| (e.frame_len(), e.published_at())) {
                 Read::Ready((bytes, at)) => {
                     self.window.push_back((self.next, bytes, at));
                     self.bytes += bytes;
@@ -114,7 +114,7 @@ impl Trimmer {
 }
 
 /// The retention thread's loop: runs the trimmer until `stopping()` says so.
-pub fn run(log: &EventLog<Encoded>, limits: Limits, stopping: impl Fn() -> bool) {
+pub fn run(log: &EventLog<Published>, limits: Limits, stopping: impl Fn() -> bool) {
     let mut trimmer = Trimmer::new(limits, log);
     let mut last = Instant::now();
     while !stopping() {
@@ -145,15 +145,15 @@ mod tests {
     use super::*;
     use crate::event::{Event, Staged};
 
-    fn append(log: &EventLog<Encoded>, payload_len: usize) -> u64 {
+    fn append(log: &EventLog<Published>, payload_len: usize) -> u64 {
         let ev = Event::new("t.x", "test")
             .with_payload(&"x".repeat(payload_len))
             .unwrap();
-        let staged = Staged::new(&ev, 1 << 20).unwrap();
+        let staged = Staged::new(ev, 1 << 20).unwrap();
         log.append_with(|seq| staged.seal(seq))
     }
 
-    fn retained(log: &EventLog<Encoded>) -> Vec<u64> {
+    fn retained(log: &EventLog<Published>) -> Vec<u64> {
         (1..log.next_seq())
             .filter(|&s| matches!(log.read(s, |_| ()), Read::Ready(())))
             .collect()

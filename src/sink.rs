@@ -386,7 +386,7 @@ impl Hub {
             }
             let mut progressed = false;
             for _ in 0..BATCH {
-                match log.read(cursor, Encoded::clone) {
+                match log.read(cursor, |ev| ev.encoded().clone()) {
                     Read::Ready(event) => {
                         // Loaded after the event: a subscriber registered before this event
                         // was published is in this snapshot, so `subscribe` misses nothing
@@ -620,7 +620,7 @@ mod tests {
             })
             .unwrap();
             for _ in 0..8 {
-                bus.publish(&Event::new("a", "b")).unwrap();
+                bus.publish(Event::new("a", "b")).unwrap();
             }
             let t = Instant::now();
             while n.load(Ordering::Relaxed) < 8 && t.elapsed() < Duration::from_secs(10) {

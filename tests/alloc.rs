@@ -132,7 +132,7 @@ fn allocations_for(subscribers: usize) -> u64 {
     thread::sleep(Duration::from_millis(300));
     let before = ALLOCS.load(Ordering::Relaxed);
     for _ in 0..EVENTS {
-        bridge.bus().publish(&ev).unwrap();
+        bridge.bus().publish(ev.clone()).unwrap();
     }
     for r in readers {
         assert_eq!(r.join().unwrap(), EVENTS);

@@ -11,8 +11,10 @@ use serde_json::value::RawValue;
 fuzz_target!(|data: &[u8]| {
     let Ok(events) = parse_publish_body(data, 100) else { return };
     for ev in events {
-        let Ok(staged) = Staged::new(&ev, 1 << 20) else { continue };
-        let enc = staged.seal(42);
+        let Ok(staged) = Staged::new(ev.clone(), 1 << 20) else { continue };
+        let published = staged.seal(42);
+        let enc = published.encoded();
+        assert_eq!(published.frame_len(), enc.frame().len(), "the size known at publish");
         let json = enc.json();
         let fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&json).expect("encoded event is a JSON object");
         assert_eq!(fields["id"].get(), "42");

@@ -1,14 +1,25 @@
-//! Encode once: an event becomes one buffer holding the ready-to-send WebSocket text frame,
-//! whose payload is the event's JSON. Every subscriber gets a clone of the same [`Bytes`].
+//! Encode once, on first use. Publishing only checks an event and stamps it ([`Staged`]);
+//! the log stores it with its id as a [`Published`]. The first thread that needs its bytes
+//! (normally the first I/O thread to route it to a subscriber) encodes it into one buffer
+//! holding the ready-to-send WebSocket text frame, whose payload is the event's JSON
+//! ([`Encoded`]). Every subscriber gets a clone of the same [`Bytes`].
 //!
-//! Encoding happens in two steps so the expensive part runs before the log claims an id:
-//! [`Staged::new`] validates and writes everything after `{"id":N,` into a buffer with room
-//! reserved in front; [`Staged::seal`] (run inside the log's append, with the id known)
-//! writes the id prefix and the frame header into that room. No copy, one allocation.
+//! Encoding on the publisher was half of an in-process publish once the log's slots stopped
+//! costing (README, *Publish*): copying the fields, formatting the timestamp and trace id,
+//! and a second allocation. Moved here, it is done once per event by a thread that was
+//! going to touch the event anyway, and not at all for an event nobody subscribed to. The
+//! publisher still checks everything that can fail, including the encoded size, so an
+//! accepted event always encodes.
+//!
+//! The encoding takes the event's source and payload, so a retained event holds its text
+//! once (in the frame), as before.
 
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use bytes::{Buf as _, Bytes};
+
+use serde_json::value::RawValue;
 
 use super::{timestamp, Event, EventError, Priority, TraceId};
 use crate::log::Sequenced;
@@ -19,84 +30,72 @@ const MAX_ID_PREFIX: usize = 6 + 20 + 1;
 /// Room kept in front of the body for the id prefix and the largest frame header.
 const HEADROOM: usize = frame::MAX_HEADER_LEN + MAX_ID_PREFIX;
 const TYPE_KEY: &[u8] = b"\"event_type\":\"";
+const SOURCE_KEY: &[u8] = b"\",\"source\":\"";
+const TIMESTAMP_KEY: &[u8] = b"\",\"timestamp\":\"";
+const TRACE_KEY: &[u8] = b"\",\"trace_id\":\"";
+const PRIORITY_KEY: &[u8] = b"\",\"priority\":\"";
+const PAYLOAD_KEY: &[u8] = b"\",\"payload\":";
+/// The body's bytes that do not depend on the event.
+const FIXED_BODY: usize = TYPE_KEY.len()
+    + SOURCE_KEY.len()
+    + TIMESTAMP_KEY.len()
+    + timestamp::LEN
+    + TRACE_KEY.len()
+    + 32
+    + PRIORITY_KEY.len()
+    + PAYLOAD_KEY.len()
+    + 1;
 
-/// An event validated and encoded except for its id.
+/// An event checked and stamped, waiting for its id.
 pub struct Staged {
-    buf: Vec<u8>,
-    priority: Priority,
+    event: Event,
     published_at: Instant,
+    /// Wall-clock microseconds at `published_at` (the `timestamp` field).
+    wall_us: u64,
     trace_id: TraceId,
     sampled: bool,
-    /// Offset of the event type's first byte in `buf`.
-    type_at: usize,
-    type_len: usize,
+    /// Bytes of the JSON object after `{"id":N,`.
+    body_len: usize,
 }
 
 impl Staged {
-    /// Validates `event` and encodes its body. `max_bytes` bounds the whole JSON object.
-    ///
-    /// The buffer is sized exactly before anything is written, so it is one allocation
-    /// that never grows, and [`seal`](Self::seal) hands it to `Bytes` without a second
-    /// allocation (a `Vec` whose length is its capacity becomes a `Bytes` as it is).
-    pub fn new(event: &Event, max_bytes: usize) -> Result<Self, EventError> {
+    /// Checks `event`, including that its encoding fits in `max_bytes` (the whole JSON
+    /// object), and stamps its publish time and trace id. Copies nothing.
+    pub fn new(event: Event, max_bytes: usize) -> Result<Self, EventError> {
         event.validate()?;
-        // Latency and the `event.publish` span are measured from here.
-        let (published_at, timestamp) = timestamp::now();
-        let payload = event.payload.get();
-        // serde_json escapes only `"`, `\` and control characters: a source without them
-        // is written as it is.
-        let escaped;
-        let source = if event
-            .source
-            .bytes()
-            .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-        {
-            event.source.as_bytes()
+        let source_len = if is_plain(&event.source) {
+            event.source.len()
         } else {
-            escaped =
-                serde_json::to_vec(&event.source).map_err(|e| EventError::Shape(e.to_string()))?;
-            &escaped[1..escaped.len() - 1]
+            escaped(&event.source)?.len()
         };
-        let trace_id = event.trace_id.unwrap_or_else(TraceId::random);
-        let priority = event.priority.as_str().as_bytes();
-        let parts: [&[u8]; 13] = [
-            TYPE_KEY,
-            event.event_type.as_bytes(),
-            b"\",\"source\":\"",
-            source,
-            b"\",\"timestamp\":\"",
-            &timestamp,
-            b"\",\"trace_id\":\"",
-            &trace_id.hex(),
-            b"\",\"priority\":\"",
-            priority,
-            b"\",\"payload\":",
-            payload.as_bytes(),
-            b"}",
-        ];
-        let body: usize = parts.iter().map(|p| p.len()).sum();
-        let size = body + MAX_ID_PREFIX;
+        let body_len = FIXED_BODY
+            + event.event_type.len()
+            + source_len
+            + event.priority.as_str().len()
+            + event.payload.get().len();
+        let size = body_len + MAX_ID_PREFIX;
         if size > max_bytes {
             return Err(EventError::TooLarge {
                 size,
                 limit: max_bytes,
             });
         }
-        let mut buf = Vec::with_capacity(HEADROOM + body);
-        buf.resize(HEADROOM, 0);
-        for part in parts {
-            buf.extend_from_slice(part);
-        }
-        debug_assert_eq!(buf.len(), buf.capacity(), "sized exactly");
+        // Latency and the `event.publish` span are measured from here.
+        let (published_at, wall_us) = timestamp::now();
+        let trace_id = event.trace_id.unwrap_or_else(TraceId::random);
         Ok(Self {
-            buf,
-            priority: event.priority,
+            event,
             published_at,
+            wall_us,
             trace_id,
             sampled: false,
-            type_at: HEADROOM + TYPE_KEY.len(),
-            type_len: event.event_type.len(),
+            body_len,
         })
+    }
+
+    /// The event as published.
+    pub fn event(&self) -> &Event {
+        &self.event
     }
 
     /// The event's trace id (given, or generated here).
@@ -119,11 +118,161 @@ impl Staged {
         self.sampled
     }
 
-    /// Writes the id and the frame header in front of the body.
-    pub fn seal(self, id: u64) -> Encoded {
-        let mut buf = self.buf;
+    /// The event with its id: what the log stores.
+    pub fn seal(self, id: u64) -> Published {
+        let Event {
+            event_type,
+            source,
+            payload,
+            priority,
+            ..
+        } = self.event;
+        Published {
+            id,
+            published_tick: crate::clock::tick(self.published_at),
+            priority,
+            sampled: self.sampled,
+            wall_us: self.wall_us,
+            published_at: self.published_at,
+            trace_id: self.trace_id,
+            body_len: self.body_len,
+            event_type,
+            unencoded: Mutex::new(Some((source, payload))),
+            encoded: OnceLock::new(),
+        }
+    }
+}
+
+/// serde_json escapes only `"`, `\` and control characters: a source without them is
+/// written as it is.
+fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// `s` as serde_json writes it inside a JSON string (without the quotes).
+fn escaped(s: &str) -> Result<Vec<u8>, EventError> {
+    let mut quoted = serde_json::to_vec(s).map_err(|e| EventError::Shape(e.to_string()))?;
+    quoted.pop();
+    quoted.remove(0);
+    Ok(quoted)
+}
+
+/// A published event as the log holds it: its id, type and stamps, the rest of the event
+/// until it is encoded, and its encoding once some thread has asked for it
+/// ([`encoded`](Self::encoded)).
+pub struct Published {
+    id: u64,
+    published_tick: u32,
+    priority: Priority,
+    sampled: bool,
+    /// Wall-clock microseconds at `published_at` (the `timestamp` field).
+    wall_us: u64,
+    published_at: Instant,
+    trace_id: TraceId,
+    /// Bytes of the JSON object after `{"id":N,`.
+    body_len: usize,
+    /// Kept for routing, which needs no encoding.
+    event_type: String,
+    /// The source and payload, which only the encoding needs: it takes them, so a retained
+    /// event holds its text once.
+    unencoded: Mutex<Option<(String, Box<RawValue>)>>,
+    encoded: OnceLock<Encoded>,
+}
+
+impl Published {
+    /// The log sequence number, which is the event's `id`.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The event type, for routing (no encoding needed).
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// Delivery priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// When it was handed to the engine (for delivery latency).
+    pub fn published_at(&self) -> Instant {
+        self.published_at
+    }
+
+    /// The event's trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// Whether the event's trace is sampled (spans are recorded for it).
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+
+    /// The publish tick and sampling flag an outbox keeps with the frame.
+    pub fn stamp(&self) -> crate::outbox::Stamp {
+        crate::outbox::Stamp {
+            tick: self.published_tick,
+            sampled: self.sampled,
+        }
+    }
+
+    /// The length of the encoded frame, known without encoding (retention counts it).
+    pub fn frame_len(&self) -> usize {
+        let json_len = id_prefix_len(self.id) + self.body_len;
+        header_len(json_len) + json_len
+    }
+
+    /// The event's encoding, made by the first caller on any thread. A second thread that
+    /// asks while the first is encoding waits for it (a few hundred nanoseconds, once per
+    /// event at most).
+    pub fn encoded(&self) -> &Encoded {
+        self.encoded.get_or_init(|| {
+            let taken = self
+                .unencoded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let (source, payload) =
+                taken.expect("get_or_init runs this once, so nothing took the fields before");
+            self.encode(&source, &payload)
+        })
+    }
+
+    fn encode(&self, source: &str, payload: &RawValue) -> Encoded {
+        let escaped_source;
+        let source = if is_plain(source) {
+            source.as_bytes()
+        } else {
+            // Checked by `Staged::new`, which escaped it once already.
+            escaped_source = escaped(source).unwrap_or_default();
+            &escaped_source
+        };
+        let (event_type, priority, trace_id) = (&self.event_type, self.priority, self.trace_id);
+        let mut buf = Vec::with_capacity(HEADROOM + self.body_len);
+        buf.resize(HEADROOM, 0);
+        for part in [
+            TYPE_KEY,
+            event_type.as_bytes(),
+            SOURCE_KEY,
+            source,
+            TIMESTAMP_KEY,
+            &timestamp::format(self.wall_us),
+            TRACE_KEY,
+            &trace_id.hex(),
+            PRIORITY_KEY,
+            priority.as_str().as_bytes(),
+            PAYLOAD_KEY,
+            payload.get().as_bytes(),
+            b"}",
+        ] {
+            buf.extend_from_slice(part);
+        }
+        // Sized exactly: `Bytes::from` below then keeps the buffer as it is.
+        debug_assert_eq!(buf.len(), buf.capacity(), "body_len is exact");
         let mut digits = [0u8; 20];
-        let n = write_decimal(id, &mut digits);
+        let n = write_decimal(self.id, &mut digits);
         let prefix_len = 6 + n + 1;
         let json_at = HEADROOM - prefix_len;
         buf[json_at..json_at + 6].copy_from_slice(b"{\"id\":");
@@ -134,24 +283,50 @@ impl Staged {
         let header_len = frame::write_header(&mut header, OpCode::Text, json_len);
         let frame_at = json_at - header_len;
         buf[frame_at..json_at].copy_from_slice(&header[..header_len]);
-        // Length equals capacity (see `new`): no allocation here. `advance`, not `slice`,
-        // which would clone and so allocate the shared header now, on the publisher.
+        // `advance`, not `slice`, which would clone and so allocate the shared header now.
         let mut frame = Bytes::from(buf);
         frame.advance(frame_at);
         Encoded {
-            id,
-            priority: self.priority,
+            id: self.id,
+            priority,
             published_at: self.published_at,
-            published_tick: crate::clock::tick(self.published_at),
-            trace_id: [(self.trace_id.0 >> 64) as u64, self.trace_id.0 as u64],
+            published_tick: self.published_tick,
+            trace_id: [(trace_id.0 >> 64) as u64, trace_id.0 as u64],
             sampled: self.sampled,
             frame,
-            sse: std::sync::OnceLock::new(),
+            sse: OnceLock::new(),
             json_at: header_len as u8,
-            type_at: (self.type_at - frame_at) as u32,
-            type_len: self.type_len as u16,
+            type_at: (HEADROOM + TYPE_KEY.len() - frame_at) as u32,
+            type_len: event_type.len() as u16,
         }
     }
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("id", &self.id)
+            .field("event_type", &self.event_type())
+            .field("priority", &self.priority())
+            .field("encoded", &self.encoded.get().is_some())
+            .finish()
+    }
+}
+
+impl Sequenced for Published {
+    fn seq(&self) -> u64 {
+        self.id
+    }
+}
+
+/// `{"id":N,` for id `id`.
+fn id_prefix_len(id: u64) -> usize {
+    6 + write_decimal(id, &mut [0; 20]) + 1
+}
+
+/// The WebSocket header length for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    frame::write_header(&mut [0; frame::MAX_HEADER_LEN], OpCode::Text, len)
 }
 
 /// Writes `v` right-aligned into `out`; returns the number of digits.
@@ -263,24 +438,22 @@ impl std::fmt::Debug for Encoded {
     }
 }
 
-impl Sequenced for Encoded {
-    fn seq(&self) -> u64 {
-        self.id
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn staged(event: &Event) -> Staged {
-        Staged::new(event, 64 * 1024).unwrap()
+    fn encoded(event: &Event, id: u64) -> Encoded {
+        Staged::new(event.clone(), 64 * 1024)
+            .unwrap()
+            .seal(id)
+            .encoded()
+            .clone()
     }
 
     #[test]
     fn the_trace_id_survives_sealing() {
         let t = TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
-        let enc = staged(&Event::new("a.b", "t").with_trace_id(t)).seal(1);
+        let enc = encoded(&Event::new("a.b", "t").with_trace_id(t), 1);
         assert_eq!(enc.trace_id(), t);
     }
 
@@ -292,7 +465,7 @@ mod tests {
             .with_priority(Priority::Critical)
             .with_trace_id(TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap());
         for id in [1, 9, 10, 1234, u64::MAX] {
-            let enc = staged(&ev).seal(id);
+            let enc = encoded(&ev, id);
             let frame = enc.frame();
             assert_eq!(frame[0], 0x81, "FIN + text");
             let (len, hl) = match frame[1] {
@@ -324,7 +497,7 @@ mod tests {
             "nl\n\ttab\u{1}",
             "\u{7f}del",
         ] {
-            let enc = staged(&Event::new("a.b", source)).seal(5);
+            let enc = encoded(&Event::new("a.b", source), 5);
             let json = std::str::from_utf8(&enc.json()).unwrap().to_owned();
             let expected = format!(",\"source\":{},", serde_json::to_string(source).unwrap());
             assert!(json.contains(&expected), "{json} lacks {expected}");
@@ -336,7 +509,7 @@ mod tests {
     #[test]
     fn large_payload_uses_the_16_bit_length() {
         let big = "x".repeat(1000);
-        let enc = staged(&Event::new("a", "b").with_payload(&big).unwrap()).seal(3);
+        let enc = encoded(&Event::new("a", "b").with_payload(&big).unwrap(), 3);
         assert_eq!(enc.frame()[1], 126);
         let v: serde_json::Value = serde_json::from_slice(&enc.json()).unwrap();
         assert_eq!(v["payload"].as_str().unwrap().len(), 1000);
@@ -346,29 +519,73 @@ mod tests {
     fn size_limit_counts_the_whole_object() {
         let ev = Event::new("a", "b").with_payload(&"x".repeat(200)).unwrap();
         assert!(matches!(
-            Staged::new(&ev, 100),
+            Staged::new(ev.clone(), 100),
             Err(EventError::TooLarge { limit: 100, .. })
         ));
-        assert!(Staged::new(&ev, 400).is_ok());
+        assert!(Staged::new(ev.clone(), 400).is_ok());
     }
 
     #[test]
     fn invalid_events_are_refused() {
         assert_eq!(
-            Staged::new(&Event::new("", "s"), 1000).err(),
+            Staged::new(Event::new("", "s"), 1000).err(),
             Some(EventError::EmptyType)
         );
         assert!(matches!(
-            Staged::new(&Event::new("a b", "s"), 1000),
+            Staged::new(Event::new("a b", "s"), 1000),
             Err(EventError::TypeChar(..))
         ));
         assert!(matches!(
-            Staged::new(&Event::new("a.*", "s"), 1000),
+            Staged::new(Event::new("a.*", "s"), 1000),
             Err(EventError::TypeChar(..))
         ));
         assert_eq!(
-            Staged::new(&Event::new("a", ""), 1000).err(),
+            Staged::new(Event::new("a", ""), 1000).err(),
             Some(EventError::EmptySource)
         );
+    }
+
+    #[test]
+    fn the_size_known_at_publish_is_the_size_encoded() {
+        let long = format!("\"{}\"", "y".repeat(300));
+        for (source, payload) in [
+            ("s", "1"),
+            ("caf\u{e9} \"q\"\n", "{\"a\":[1,2]}"),
+            ("s", &long),
+        ] {
+            let ev = Event::new("a.b.c", source)
+                .with_payload_json(payload)
+                .unwrap();
+            for id in [1, 9, 10, 99_999, u64::MAX] {
+                let published = Staged::new(ev.clone(), 64 * 1024).unwrap().seal(id);
+                assert_eq!(published.frame_len(), published.encoded().frame().len());
+            }
+            // The limit bounds the JSON object with the longest id.
+            let json_max = encoded(&ev, u64::MAX).json().len();
+            assert!(Staged::new(ev.clone(), json_max).is_ok());
+            assert!(matches!(
+                Staged::new(ev.clone(), json_max - 1),
+                Err(EventError::TooLarge { size, .. }) if size == json_max
+            ));
+        }
+    }
+
+    #[test]
+    fn threads_racing_to_encode_see_one_encoding() {
+        let published =
+            std::sync::Arc::new(Staged::new(Event::new("a.b", "t"), 1024).unwrap().seal(7));
+        let frames: Vec<Bytes> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| published.encoded().frame().clone()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for f in &frames {
+            assert_eq!(
+                f.as_ptr(),
+                frames[0].as_ptr(),
+                "every thread got the stored one"
+            );
+        }
     }
 }

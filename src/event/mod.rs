@@ -16,7 +16,7 @@ pub mod timestamp;
 mod trace_id;
 mod wire;
 
-pub use encode::{Encoded, Staged};
+pub use encode::{Encoded, Published, Staged};
 pub use filter::{Filter, FilterError, Pattern};
 pub use trace_id::TraceId;
 pub use wire::{parse_publish_body, WireEvent};

@@ -7,8 +7,12 @@
 //! the anchor is [`REANCHOR`] old. Between refreshes the wall time is the anchor plus the
 //! monotonic time elapsed. The only error is how far the two clocks drift apart within
 //! one interval: NTP slews them by at most 500 ppm, so 0.5 µs, below the printed
-//! precision. A clock step shows within one interval. The date and time to the second
-//! are formatted once a second and reused; only the microseconds are written per event.
+//! precision. A clock step shows within one interval.
+//!
+//! The publish path only reads the time ([`now`]: the `Instant` and the wall-clock
+//! microseconds); the text is written when the event is encoded, on whichever thread
+//! does that first ([`format()`]). The date and time to the second are formatted once a
+//! second per thread and reused; only the microseconds are written per event.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,19 +31,25 @@ struct Anchor {
     mono: Option<Instant>,
     /// Microseconds since the Unix epoch at `mono`.
     wall_us: u64,
-    /// The second `second_text` shows.
+}
+
+/// The second a thread last formatted, and its text.
+#[derive(Clone, Copy)]
+struct SecondText {
     second: u64,
-    second_text: [u8; SECOND_LEN],
+    text: [u8; SECOND_LEN],
 }
 
 thread_local! {
-    static ANCHOR: Cell<Anchor> = const {
-        Cell::new(Anchor { mono: None, wall_us: 0, second: u64::MAX, second_text: [0; SECOND_LEN] })
-    };
+    static ANCHOR: Cell<Anchor> = const { Cell::new(Anchor { mono: None, wall_us: 0 }) };
+    static SECOND: Cell<SecondText> =
+        const { Cell::new(SecondText { second: u64::MAX, text: [0; SECOND_LEN] }) };
 }
 
-/// Now, as a monotonic `Instant` and as the wall-clock text of the `timestamp` field.
-pub fn now() -> (Instant, [u8; LEN]) {
+/// Now, as a monotonic `Instant` and as microseconds since the Unix epoch on the wall
+/// clock. The publish path reads this; [`format()`] writes the text later, on whichever
+/// thread encodes the event.
+pub fn now() -> (Instant, u64) {
     let mono = Instant::now();
     ANCHOR.with(|cell| {
         let mut a = cell.get();
@@ -50,26 +60,38 @@ pub fn now() -> (Instant, [u8; LEN]) {
             _ => {
                 a.mono = Some(mono);
                 a.wall_us = unix_micros(SystemTime::now());
+                cell.set(a);
                 Duration::ZERO
             }
         };
-        let wall_us = a.wall_us + since.as_micros() as u64;
-        let second = wall_us / 1_000_000;
-        if second != a.second {
-            a.second = second;
-            a.second_text = second_text(second);
-        }
-        cell.set(a);
-        let mut out = [0u8; LEN];
-        out[..SECOND_LEN].copy_from_slice(&a.second_text);
-        let mut micros = wall_us % 1_000_000;
-        for digit in out[SECOND_LEN..LEN - 1].iter_mut().rev() {
-            *digit = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        out[LEN - 1] = b'Z';
-        (mono, out)
+        (mono, a.wall_us + since.as_micros() as u64)
     })
+}
+
+/// The `timestamp` text for `wall_us` microseconds since the Unix epoch (from [`now`]).
+/// The date and time to the second are formatted once a second per thread.
+pub fn format(wall_us: u64) -> [u8; LEN] {
+    let second = wall_us / 1_000_000;
+    let text = SECOND.with(|cell| {
+        let mut s = cell.get();
+        if s.second != second {
+            s = SecondText {
+                second,
+                text: second_text(second),
+            };
+            cell.set(s);
+        }
+        s.text
+    });
+    let mut out = [0u8; LEN];
+    out[..SECOND_LEN].copy_from_slice(&text);
+    let mut micros = wall_us % 1_000_000;
+    for digit in out[SECOND_LEN..LEN - 1].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out[LEN - 1] = b'Z';
+    out
 }
 
 /// Microseconds since the Unix epoch (a clock set before 1970 reads as 1970).
@@ -102,7 +124,7 @@ mod tests {
     fn the_text_parses_and_is_close_to_the_wall_clock() {
         for _ in 0..3 {
             let before = SystemTime::now();
-            let (_, t) = now();
+            let t = format(now().1);
             let after = SystemTime::now();
             let parsed = humantime::parse_rfc3339(text(&t)).unwrap();
             // Truncation to the microsecond, plus the drift bound.
@@ -116,8 +138,9 @@ mod tests {
 
     #[test]
     fn readings_within_an_anchor_follow_the_monotonic_clock() {
-        let (m1, t1) = now();
-        let (m2, t2) = now();
+        let (m1, w1) = now();
+        let (m2, w2) = now();
+        let (t1, t2) = (format(w1), format(w2));
         let wall = |t: &[u8; LEN]| unix_micros(humantime::parse_rfc3339(text(t)).unwrap());
         let mono_us = m2.duration_since(m1).as_micros() as u64;
         // Same anchor or a fresh one: either way within the drift bound and truncation.

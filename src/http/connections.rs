@@ -13,7 +13,7 @@ use super::dlq::event_json;
 use super::query;
 use super::response::Response;
 use crate::census::{ConnInfo, ConnState, Report};
-use crate::event::Encoded;
+use crate::event::Published;
 use crate::log::{EventLog, Read};
 
 /// Connections listed when no `limit` is given.
@@ -107,7 +107,7 @@ pub fn answer(
     ask: Ask,
     reports: &[Arc<Report>],
     partial: bool,
-    log: &EventLog<Encoded>,
+    log: &EventLog<Published>,
 ) -> Response {
     match ask {
         Ask::List { limit, state } => list(reports, partial, limit, state),
@@ -144,7 +144,7 @@ fn list(
     )
 }
 
-fn recent(reports: &[Arc<Report>], partial: bool, id: u64, log: &EventLog<Encoded>) -> Response {
+fn recent(reports: &[Arc<Report>], partial: bool, id: u64, log: &EventLog<Published>) -> Response {
     let found = reports
         .iter()
         .find_map(|r| r.conns.iter().find(|c| c.id == id).map(|c| (c, r.thread)));
@@ -162,7 +162,7 @@ fn recent(reports: &[Arc<Report>], partial: bool, id: u64, log: &EventLog<Encode
     let mut events = Vec::with_capacity(conn.recent.len());
     let mut not_retained = Vec::new();
     for &event_id in &conn.recent {
-        match log.read(event_id, event_json) {
+        match log.read(event_id, |ev| event_json(ev.encoded())) {
             Read::Ready(v) => events.push(v),
             _ => not_retained.push(event_id),
         }

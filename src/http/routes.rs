@@ -128,7 +128,7 @@ fn publish(req: &Request, body: &[u8], engine: &Engine) -> Response {
         Ok(events) => events,
         Err(e) => return Response::error(400, &e.to_string()),
     };
-    match engine.bus.publish_all(&events) {
+    match engine.bus.publish_all(events) {
         Ok(ids) => Response::json(200, &json!({ "ids": ids })),
         Err(e) => Response::error(400, &e.to_string()),
     }

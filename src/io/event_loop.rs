@@ -32,7 +32,7 @@ use crate::acks::Unacked;
 use crate::census::{self, ConnInfo, ConnState, Report, Transport};
 use crate::clock::Moment;
 use crate::engine::Engine;
-use crate::event::Encoded;
+use crate::event::Published;
 use crate::http::connections::{self, Ask};
 use crate::http::response::Response;
 use crate::http::session::{HttpSession, HttpStep};
@@ -307,7 +307,7 @@ impl EventLoop {
 
     fn route_batch(
         &mut self,
-        log: &crate::log::EventLog<Encoded>,
+        log: &crate::log::EventLog<Published>,
         counters: &ThreadCounters,
         now: Instant,
     ) -> bool {
@@ -355,7 +355,7 @@ impl EventLoop {
     /// connection takes this one, or it ended short because another type followed.
     fn route_run(
         &mut self,
-        log: &crate::log::EventLog<Encoded>,
+        log: &crate::log::EventLog<Published>,
         counters: &ThreadCounters,
         at: (Instant, u64),
     ) -> Option<usize> {
@@ -363,7 +363,7 @@ impl EventLoop {
         let mut run_type = std::mem::take(&mut self.run_type);
         run_type.clear();
         let starts = log.read(first_id, |ev| {
-            if !ev.sampled() && Run::may_start(ev.frame().len()) {
+            if !ev.sampled() && Run::may_start(ev.frame_len()) {
                 run_type.push_str(ev.event_type());
             }
         });
@@ -402,10 +402,10 @@ impl EventLoop {
                         other_type = true;
                         return false;
                     }
-                    if ev.sampled() || !run.has_room_for(ev.frame().len()) {
+                    if ev.sampled() || !run.has_room_for(ev.frame_len()) {
                         return false;
                     }
-                    run.push(id, ev.frame(), ev.stamp());
+                    run.push(id, ev.encoded().frame(), ev.stamp());
                     for &key in &others {
                         to.push(ev, key);
                     }
@@ -1143,7 +1143,7 @@ fn write_span(engine: &Engine, conn: &Connection, p: &Progress, start: Instant) 
 /// a `gap` notice. Replayed events carry no stamp: their age is not delivery latency.
 fn replay_into(
     conn: &mut Connection,
-    log: &crate::log::EventLog<Encoded>,
+    log: &crate::log::EventLog<Published>,
     (live_from, epoch): (u64, u64),
     budget: &mut usize,
     counters: &ThreadCounters,
@@ -1174,14 +1174,15 @@ fn replay_into(
         *budget -= 1;
         let found = log.read(next, |ev| {
             filter.matches(ev.event_type()).then(|| {
+                let encoded = ev.encoded();
                 let frame = match framing {
-                    Framing::WebSocket => ev.frame().clone(),
-                    Framing::Sse => ev.sse_record(epoch),
+                    Framing::WebSocket => encoded.frame().clone(),
+                    Framing::Sse => encoded.sse_record(epoch),
                 };
                 let tracked = acks
                     .as_ref()
                     .is_some_and(|a| a.wants(ev.priority()))
-                    .then(|| ev.clone());
+                    .then(|| encoded.clone());
                 (frame, ev.priority(), tracked)
             })
         });
@@ -1220,7 +1221,7 @@ fn replay_into(
 /// connections whose `disconnect` policy overflowed, and those whose `catch-up` queue was
 /// full (they replay from this event on).
 fn route_event(
-    ev: &Encoded,
+    ev: &Published,
     router: &Router,
     conns: &mut Slab<Connection>,
     dirty: &mut Vec<usize>,
@@ -1263,7 +1264,7 @@ struct Routing<'a> {
 }
 
 impl Routing<'_> {
-    fn push(&mut self, ev: &Encoded, key: usize) {
+    fn push(&mut self, ev: &Published, key: usize) {
         let (now, epoch) = self.at;
         let (overflowed, fell_behind) = (&mut *self.overflow.0, &mut *self.overflow.1);
         let counters = self.counters;
@@ -1278,13 +1279,13 @@ impl Routing<'_> {
         // ack tracking, which redelivers what was dropped, nor SSE, whose records differ
         // in size.
         let untracked_ws = matches!(&conn.phase, Phase::Ws(ws) if !ws.tracks_acks());
-        if untracked_ws && conn.outbox.drop_newest_if_full(id, ev.frame().len()) {
+        if untracked_ws && conn.outbox.drop_newest_if_full(id, ev.frame_len()) {
             conn.last_routed = id;
             self.lost += 1;
             return;
         }
         let frame = match &mut conn.phase {
-            Phase::Sse(_) => ev.sse_record(epoch),
+            Phase::Sse(_) => ev.encoded().sse_record(epoch),
             Phase::Ws(ws) => {
                 if let Some(acks) = ws.acks_mut().filter(|a| a.wants(ev.priority())) {
                     if acks.is_full() {
@@ -1293,9 +1294,9 @@ impl Routing<'_> {
                         fell_behind.push(key);
                         return;
                     }
-                    acks.track(ev.clone(), now);
+                    acks.track(ev.encoded().clone(), now);
                 }
-                ev.frame().clone()
+                ev.encoded().frame().clone()
             }
             Phase::Http(_) => return,
         };

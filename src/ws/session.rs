@@ -412,7 +412,7 @@ impl WsSession {
             }
             Ok(ClientOp::Publish(mut wire)) => {
                 let reference = wire.reference.take();
-                match wire.into_event().and_then(|ev| engine.bus.publish(&ev)) {
+                match wire.into_event().and_then(|ev| engine.bus.publish(ev)) {
                     Ok(id) => reference.map(|r| message::published(&r, id)),
                     Err(e) => Some(message::error(reference.as_deref(), &e.to_string())),
                 }

@@ -55,8 +55,8 @@ fn unacknowledged_critical_events_are_redelivered_with_backoff_then_dead_lettere
     let (mut ws, welcome) = subscribe(addr, "?ack=critical");
     let conn = welcome["connection_id"].as_u64().unwrap();
     let bus = bridge.bus();
-    let c = bus.publish(&critical()).unwrap();
-    let b = bus.publish(&Event::new("orders.viewed", "test")).unwrap();
+    let c = bus.publish(critical()).unwrap();
+    let b = bus.publish(Event::new("orders.viewed", "test")).unwrap();
     let start = Instant::now();
     assert_eq!(next_json(&mut ws)["id"], c);
     assert_eq!(next_json(&mut ws)["id"], b);
@@ -105,7 +105,7 @@ fn a_cumulative_ack_settles_everything_up_to_its_id() {
     let addr = bridge.local_addr();
     let (mut ws, _) = subscribe(addr, "?ack=all");
     let ids: Vec<u64> = (0..5)
-        .map(|_| bridge.bus().publish(&Event::new("a", "test")).unwrap())
+        .map(|_| bridge.bus().publish(Event::new("a", "test")).unwrap())
         .collect();
     for id in &ids {
         assert_eq!(next_json(&mut ws)["id"], *id);
@@ -129,7 +129,7 @@ fn max_unacked_holds_events_back_until_acks_make_room() {
     let addr = bridge.local_addr();
     let (mut ws, _) = subscribe(addr, "?ack=all");
     let ids: Vec<u64> = (0..10)
-        .map(|_| bridge.bus().publish(&Event::new("a", "test")).unwrap())
+        .map(|_| bridge.bus().publish(Event::new("a", "test")).unwrap())
         .collect();
     let mut got = Vec::new();
     for window in [3, 3, 3, 1] {
@@ -156,8 +156,8 @@ fn unacknowledged_events_of_a_closed_connection_are_dead_lettered_and_replayed_o
     let addr = bridge.local_addr();
     let (mut ws, welcome) = subscribe(addr, "?ack=critical");
     let epoch = welcome["epoch"].as_u64().unwrap();
-    let a = bridge.bus().publish(&critical()).unwrap();
-    let b = bridge.bus().publish(&critical()).unwrap();
+    let a = bridge.bus().publish(critical()).unwrap();
+    let b = bridge.bus().publish(critical()).unwrap();
     assert_eq!(next_json(&mut ws)["id"], a);
     assert_eq!(next_json(&mut ws)["id"], b);
     send_json(&mut ws, json!({"op": "ack", "id": a}));

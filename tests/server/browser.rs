@@ -186,7 +186,7 @@ fn a_browser_event_source_streams_and_reconnects_with_last_event_id() {
     let bus = a.bus().clone();
     let ids: Vec<u64> = ["a.one", "b.skip", "a.two", "a.three"]
         .iter()
-        .map(|t| bus.publish(&Event::new(*t, "browser-test")).unwrap())
+        .map(|t| bus.publish(Event::new(*t, "browser-test")).unwrap())
         .collect();
     assert!(
         browser.until("out.events.length === 3", Duration::from_secs(10)),
@@ -228,7 +228,7 @@ fn a_browser_event_source_streams_and_reconnects_with_last_event_id() {
     assert_ne!(w["epoch"].as_u64(), Some(epoch_a));
     let next = b
         .bus()
-        .publish(&Event::new("a.after", "browser-test"))
+        .publish(Event::new("a.after", "browser-test"))
         .unwrap();
     assert!(browser.until("out.events.length === 4", Duration::from_secs(10)));
     assert_eq!(browser.state()["events"][3], next);

@@ -37,7 +37,7 @@ fn hundred_clients_each_receive_every_event_in_increasing_id_order() {
             .with_payload(&json!({"pad": "x".repeat(100)}))
             .unwrap();
         (0..EVENTS)
-            .map(|_| bus.publish(&ev).unwrap())
+            .map(|_| bus.publish(ev.clone()).unwrap())
             .collect::<Vec<_>>()
     });
     let published = publisher.join().unwrap();
@@ -144,7 +144,7 @@ fn an_io_thread_lapped_by_the_log_reports_every_lost_id() {
     let publisher = thread::spawn(move || {
         let ev = Event::new("lap.tick", "test");
         for _ in 0..EVENTS {
-            bus.publish(&ev).unwrap();
+            bus.publish(ev.clone()).unwrap();
         }
     });
     publisher.join().unwrap();

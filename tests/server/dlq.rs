@@ -287,7 +287,7 @@ fn retry_redelivers_only_to_the_failed_subscriber_and_counts_retries() {
     }));
     assert_eq!(*healthy.lock().unwrap(), ids);
     // The WebSocket subscriber gets nothing more: a marker event is the very next thing.
-    let marker = bus.publish(&Event::new("order.marker", "test")).unwrap();
+    let marker = bus.publish(Event::new("order.marker", "test")).unwrap();
     assert_eq!(next_event(&mut ws, &mut notices)["id"], marker);
     assert!(notices.is_empty(), "{notices:?}");
 
@@ -328,7 +328,7 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
     // is as small as the stuck one's), so only the stuck subscriber's backlog grows.
     let mut ids = Vec::new();
     for n in 1..=10 {
-        ids.push(bus.publish(&Event::new("x.y", "test")).unwrap());
+        ids.push(bus.publish(Event::new("x.y", "test")).unwrap());
         assert!(eventually(Duration::from_secs(10), || healthy
             .load(Ordering::Relaxed)
             == n));

@@ -127,7 +127,7 @@ fn websocket_protocol_violations_close_with_the_right_code() {
     }
     // Nobody else was disturbed.
     let (mut ws, _) = subscribe(addr, "");
-    bridge.bus().publish(&Event::new("still.ok", "t")).unwrap();
+    bridge.bus().publish(Event::new("still.ok", "t")).unwrap();
     assert_eq!(
         next_event(&mut ws, &mut Vec::new())["event_type"],
         "still.ok"

@@ -35,7 +35,7 @@ fn flood_with(
                 .with_payload(&pad)
                 .unwrap()
                 .with_priority(priority(n));
-            (bridge.bus().publish(&ev).unwrap(), priority(n))
+            (bridge.bus().publish(ev).unwrap(), priority(n))
         })
         .collect()
 }
@@ -254,7 +254,7 @@ fn a_socket_that_takes_nothing_is_evicted_after_the_write_stall_timeout() {
     for _ in 0..2_000 {
         bridge
             .bus()
-            .publish(&Event::new("big", "test").with_payload(&pad).unwrap())
+            .publish(Event::new("big", "test").with_payload(&pad).unwrap())
             .unwrap();
     }
     let (notices, _healthy) = reader.join().unwrap();

@@ -16,7 +16,7 @@ fn in_process_publish_reaches_a_subscriber_with_every_field() {
         .unwrap()
         .with_priority(Priority::Important)
         .with_trace_id(trace);
-    let id = bridge.bus().publish(&ev).unwrap();
+    let id = bridge.bus().publish(ev.clone()).unwrap();
     let got = next_event(&mut ws, &mut Vec::new());
     assert_eq!(got["id"], id);
     assert_eq!(got["event_type"], "workflow.step.completed");
@@ -31,7 +31,7 @@ fn in_process_publish_reaches_a_subscriber_with_every_field() {
     );
 
     // Without a trace id the engine makes one.
-    bridge.bus().publish(&Event::new("a", "test")).unwrap();
+    bridge.bus().publish(Event::new("a", "test")).unwrap();
     let got = next_event(&mut ws, &mut Vec::new());
     let t = got["trace_id"].as_str().unwrap();
     assert!(TraceId::parse(t).is_ok(), "{t}");
@@ -125,7 +125,7 @@ fn filters_select_by_exact_type_and_prefix_and_change_with_subscribe() {
         "workflow.step.completed",
         "workflow",
     ] {
-        bridge.bus().publish(&Event::new(t, "test")).unwrap();
+        bridge.bus().publish(Event::new(t, "test")).unwrap();
     }
     assert_eq!(
         next_types(&mut ws, 3),
@@ -154,7 +154,7 @@ fn filters_select_by_exact_type_and_prefix_and_change_with_subscribe() {
     assert_eq!(err["op"], "error");
     assert_eq!(err["ref"], 2);
     for t in ["workflow.step", "other", "agent.started"] {
-        bridge.bus().publish(&Event::new(t, "test")).unwrap();
+        bridge.bus().publish(Event::new(t, "test")).unwrap();
     }
     assert_eq!(next_types(&mut ws, 2), ["other", "agent.started"]);
 }

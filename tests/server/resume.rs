@@ -15,7 +15,7 @@ fn publish_n(bus: &Bus, n: u64) -> Vec<u64> {
     (0..n)
         .map(|i| {
             let t = if i % 2 == 0 { "a.tick" } else { "b.tick" };
-            bus.publish(&Event::new(t, "test")).unwrap()
+            bus.publish(Event::new(t, "test")).unwrap()
         })
         .collect()
 }
@@ -213,7 +213,7 @@ fn a_thousand_random_reconnects_lose_nothing_and_repeat_nothing() {
         let mut ids = HashMap::new();
         for i in 0..EVENTS {
             let t = ["a.x", "b.y", "a.z"][(i % 3) as usize];
-            let id = bus.publish(&Event::new(t, "test")).unwrap();
+            let id = bus.publish(Event::new(t, "test")).unwrap();
             ids.insert(id, t);
             if i % 200 == 0 {
                 thread::sleep(Duration::from_millis(2));

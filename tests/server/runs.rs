@@ -37,7 +37,7 @@ fn every_kind_of_subscriber_accounts_for_every_event_of_a_burst() {
         .with_payload(&"x".repeat(100))
         .unwrap();
     for _ in 0..EVENTS {
-        bridge.bus().publish(&ev).unwrap();
+        bridge.bus().publish(ev.clone()).unwrap();
     }
     let mut missed_total = 0;
     for (q, ws, first) in &mut clients {

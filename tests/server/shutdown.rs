@@ -57,7 +57,7 @@ fn shutdown_delivers_what_is_queued_then_closes_with_the_last_id() {
     let bus = bridge.bus().clone();
     let pad = serde_json::json!({"pad": "x".repeat(200)});
     for _ in 0..N {
-        bus.publish(&Event::new("a.b", "t").with_payload(&pad).unwrap())
+        bus.publish(Event::new("a.b", "t").with_payload(&pad).unwrap())
             .unwrap();
     }
     assert!(eventually(Duration::from_secs(5), || {
@@ -96,7 +96,7 @@ fn a_drain_timeout_bounds_shutdown_and_the_close_says_where_to_resume() {
     let bus = bridge.bus().clone();
     let pad = serde_json::json!({"pad": "x".repeat(500)});
     for _ in 0..N {
-        bus.publish(&Event::new("a.b", "t").with_payload(&pad).unwrap())
+        bus.publish(Event::new("a.b", "t").with_payload(&pad).unwrap())
             .unwrap();
     }
     // The client reads slowly through the 200 ms drain, then at full speed, so the close

@@ -124,7 +124,7 @@ fn sse_streams_filtered_events_with_resumable_ids() {
     );
     let mut ids = Vec::new();
     for t in ["a.x", "b.y", "a.z"] {
-        ids.push(bus.publish(&Event::new(t, "test")).unwrap());
+        ids.push(bus.publish(Event::new(t, "test")).unwrap());
     }
     for (want, t) in [(ids[0], "a.x"), (ids[2], "a.z")] {
         let r = s.event();
@@ -148,7 +148,7 @@ fn sse_resumes_from_the_last_event_id_header_like_a_reconnecting_event_source() 
     let addr = bridge.local_addr();
     let bus = bridge.bus().clone();
     let ids: Vec<u64> = (0..200)
-        .map(|_| bus.publish(&Event::new("a.b", "test")).unwrap())
+        .map(|_| bus.publish(Event::new("a.b", "test")).unwrap())
         .collect();
     // The URL's (stale) parameters lose to the header a reconnecting EventSource sends.
     let header = format!("Last-Event-ID: {}:{}\r\n", bus.epoch(), ids[49]);
@@ -190,7 +190,7 @@ fn sse_sends_heartbeats_and_a_closing_record_at_shutdown() {
     s.record();
     let beat = s.record();
     assert_eq!(beat.comment.as_deref(), Some("heartbeat"), "{beat:?}");
-    let id = bridge.bus().publish(&Event::new("x", "test")).unwrap();
+    let id = bridge.bus().publish(Event::new("x", "test")).unwrap();
     assert_eq!(s.event().data()["id"].as_u64(), Some(id));
     let stopper = std::thread::spawn(move || bridge.shutdown());
     let closing = loop {

@@ -280,7 +280,7 @@ pub fn read_until_close(s: &mut TcpStream) -> (u16, String) {
 /// a reading client has taken), so that client can never be the one to overflow.
 pub fn publish_in_step(bus: &Bus, ev: &Event, n: u64, window: u64, progress: &AtomicU64) {
     for sent in 1..=n {
-        bus.publish(ev).unwrap();
+        bus.publish(ev.clone()).unwrap();
         if sent % window == 0 {
             assert!(eventually(Duration::from_secs(20), || progress
                 .load(Ordering::Acquire)

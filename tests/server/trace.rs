@@ -124,7 +124,7 @@ fn sampling_keeps_whole_traces_or_none() {
     for i in 0..N {
         bridge
             .bus()
-            .publish(&Event::new("s.x", "test").with_payload(&i).unwrap())
+            .publish(Event::new("s.x", "test").with_payload(&i).unwrap())
             .unwrap();
     }
     let traces: Vec<String> = (0..N)
