@@ -270,9 +270,11 @@ impl Bus {
     }
 
     fn notify(&self) {
-        for s in self.inner.sleepers.iter() {
-            s.notify();
-        }
-        self.inner.hub.sleeper.notify();
+        crate::wake::notify_all(
+            self.inner
+                .sleepers
+                .iter()
+                .chain(std::iter::once(&self.inner.hub.sleeper)),
+        );
     }
 }

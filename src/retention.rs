@@ -77,7 +77,7 @@ impl Trimmer {
         let mut done = Trimmed::default();
         let tail = log.next_seq();
         while self.next < tail {
-            match log.read(self.next, |e| (e.frame_len(), e.published_at())) {
+            match log.peek(self.next, |e| (e.frame_len(), e.published_at())) {
                 Read::Ready((bytes, at)) => {
                     self.window.push_back((self.next, bytes, at));
                     self.bytes += bytes;

@@ -133,6 +133,18 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
         }
     }
 
+    /// Runs `f` on the current value while pinned, without taking a reference: two
+    /// fewer atomic updates than [`load_full`](Self::load_full), but values removed
+    /// meanwhile (by any cell) are not released until `f` returns, so `f` must be short.
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        let _guard = crossbeam_epoch::pin();
+        let current = self.ptr.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: as in `load_full`: loaded under `_guard` after the installing exchange,
+        // so null or a built value whose cell reference is released no sooner than
+        // `_guard` unpins, which is after `f` returns.
+        f(unsafe { current.as_ref() })
+    }
+
     /// The current value, with a reference of its own; pinned only while taking it.
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         let _guard = crossbeam_epoch::pin();
@@ -220,6 +232,10 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
 
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         self.inner.lock().unwrap().clone()
+    }
+
+    pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        f(self.inner.lock().unwrap().as_deref())
     }
 }
 

@@ -42,6 +42,13 @@ impl IdleFlag {
     /// asleep and this caller, alone among concurrent publishers, must wake it.
     pub fn take_idle(&self) -> bool {
         fence(Ordering::SeqCst);
+        self.take_idle_after_fence()
+    }
+
+    /// [`take_idle`](Self::take_idle) without its fence, for a publisher that has run one
+    /// `SeqCst` fence since installing its event and checks several threads' flags after
+    /// it ([`notify_all`]).
+    fn take_idle_after_fence(&self) -> bool {
         // A plain load first keeps the cache line shared while the thread is busy.
         self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel)
     }
@@ -78,6 +85,18 @@ impl Sleeper {
     pub fn notify(&self) {
         if self.flag.take_idle() {
             self.waker.wake();
+        }
+    }
+}
+
+/// [`Sleeper::notify`] for every one of `sleepers`, with one fence for all of them: a
+/// fence drains the publisher's store buffer, and was most of what waking cost a publish
+/// when each sleeper ran its own.
+pub fn notify_all<'a>(sleepers: impl IntoIterator<Item = &'a Sleeper>) {
+    fence(Ordering::SeqCst);
+    for s in sleepers {
+        if s.flag.take_idle_after_fence() {
+            s.waker.wake();
         }
     }
 }

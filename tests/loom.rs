@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use firehose::log::{EventLog, Read, Sequenced};
 use firehose::seglog::SegLog;
-use firehose::wake::IdleFlag;
+use firehose::wake::{notify_all, IdleFlag, Sleeper, Wake};
 use loom::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug)]
@@ -157,6 +157,54 @@ fn idle_flag_never_loses_a_wake_up() {
         assert!(
             saw || woken.load(Ordering::Relaxed),
             "slept through an event with no wake-up"
+        );
+    });
+}
+
+/// `notify_all`'s one fence for several flags: two I/O threads announce idle and look for
+/// work while a publisher publishes and notifies both. Each thread either sees the event
+/// or is woken.
+#[test]
+fn one_fence_for_several_flags_loses_no_wake_up() {
+    struct SetOnWake(Arc<AtomicBool>);
+    impl Wake for SetOnWake {
+        fn wake(&self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    model(|| {
+        let published = Arc::new(AtomicBool::new(false));
+        let woken = [
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        ];
+        let sleepers: Arc<[Sleeper; 2]> =
+            Arc::new(woken.clone().map(|w| Sleeper::new(Box::new(SetOnWake(w)))));
+        let publisher = {
+            let (published, sleepers) = (Arc::clone(&published), Arc::clone(&sleepers));
+            loom::thread::spawn(move || {
+                published.store(true, Ordering::Relaxed);
+                notify_all(sleepers.iter());
+            })
+        };
+        let other = {
+            let (published, sleepers) = (Arc::clone(&published), Arc::clone(&sleepers));
+            loom::thread::spawn(move || {
+                sleepers[1].flag.announce_idle();
+                published.load(Ordering::Relaxed)
+            })
+        };
+        sleepers[0].flag.announce_idle();
+        let saw = published.load(Ordering::Relaxed);
+        publisher.join().unwrap();
+        let other_saw = other.join().unwrap();
+        assert!(
+            saw || woken[0].load(Ordering::Relaxed),
+            "thread 0 slept through it"
+        );
+        assert!(
+            other_saw || woken[1].load(Ordering::Relaxed),
+            "thread 1 slept through it"
         );
     });
 }
