@@ -8,7 +8,7 @@
 //!  publishers                         ┌──────────────────────────────────────────┐
 //!   in-process Bus::publish ───┐      │ EventLog (log.rs): lock-free ring,       │
 //!   POST /publish ─────────────┼────► │ sequence-numbered; each event encoded    │
-//!   WS {"op":"publish"} ───────┘      │ ONCE into a shared WebSocket frame       │
+//!   WS {"op":"publish"} ───────┘      │ ONCE, by its first reader, into a frame  │
 //!          (bus.rs)                   └──────────────┬───────────────────────────┘
 //!                      one wake per burst (wake.rs)  │ each thread reads at its own cursor
 //!              ┌─────────────────────────────────────┴─┐
@@ -23,7 +23,8 @@
 //!
 //! ## Layout
 //!
-//! * [`bus`] — the one publish path: validate, encode once, append, wake.
+//! * [`bus`] — the one publish path: validate, stamp, append, wake (the event is encoded
+//!   once, by the first thread that reads it).
 //! * [`event`] — the event model, its one-time encoding, type filters, publisher JSON.
 //! * [`log`] — [`EventLog`](log::EventLog), the lock-free ring every event passes through;
 //!   [`retention`] trims it to the retention bounds on its own thread; [`resume`] decides
@@ -50,7 +51,8 @@
 //!
 //! * Publishing never blocks, takes no lock, and costs the same whatever the number of
 //!   subscribers: it touches the log and one idle flag per I/O thread, never a connection.
-//! * An event is encoded once; subscribers share its bytes (no per-client copy).
+//! * An event is encoded once, by the first thread that needs its bytes; subscribers share
+//!   them (no per-client copy).
 //! * Only `io/` touches sockets; everything that parses peer bytes is a pure function with a
 //!   fuzz target, and nothing a peer sends can panic the server.
 //! * Every queue is bounded: memory is a function of the configuration, not of the load.
