@@ -11,8 +11,10 @@
 //! publisher still checks everything that can fail, including the encoded size, so an
 //! accepted event always encodes.
 //!
-//! The encoding takes the event's source and payload, so a retained event holds its text
-//! once (in the frame), as before.
+//! The encoding takes the event's source and payload, so a retained event holds them once
+//! (in the frame). The type stays apart too, for routing without encoding; with the
+//! larger log entry that is about 190 bytes more per retained event than encoding on the
+//! publisher cost (README, *At a glance*).
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Instant;
