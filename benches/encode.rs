@@ -17,7 +17,7 @@ fn encode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("payload_bytes", size), &event, |b, ev| {
             b.iter_batched(
                 || Staged::new(ev.clone(), 64 * 1024).unwrap().seal(123_456),
-                |published| published.encoded().frame().len(),
+                |published| published.frame().len(),
                 BatchSize::SmallInput,
             )
         });

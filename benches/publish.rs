@@ -54,7 +54,7 @@ fn consumer(bus: Bus, subscriptions: usize, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         let routed = bus.log().read(cursor, |ev| {
             router.for_each_match(ev.event_type(), |k| {
-                let frame = ev.encoded().frame().clone();
+                let frame = ev.frame().clone();
                 let _ = outboxes[k].push_event(frame, ev.id(), ev.priority());
             });
         });

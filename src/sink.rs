@@ -386,7 +386,7 @@ impl Hub {
             }
             let mut progressed = false;
             for _ in 0..BATCH {
-                match log.read(cursor, |ev| ev.encoded().clone()) {
+                match log.read(cursor, |ev| ev.encoded()) {
                     Read::Ready(event) => {
                         // Loaded after the event: a subscriber registered before this event
                         // was published is in this snapshot, so `subscribe` misses nothing

@@ -586,7 +586,7 @@ proptest! {
             match op {
                 DlqOp::Enqueue { payload_len } => {
                     let ev = Event::new("t", "s").with_payload(&"x".repeat(payload_len)).unwrap();
-                    let enc = Staged::new(ev, 64 * 1024).unwrap().seal(next_id).encoded().clone();
+                    let enc = Staged::new(ev, 64 * 1024).unwrap().seal(next_id).encoded();
                     let weight = std::mem::size_of::<DeadLetter>() + enc.frame().len() + "boom".len() + "sink".len();
                     q.enqueue(enc, "sink", "boom");
                     model.push_back((next_id, weight));

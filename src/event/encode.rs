@@ -13,7 +13,7 @@
 //!
 //! The encoding takes the event's source and payload, so a retained event holds them once
 //! (in the frame). The type stays apart too, for routing without encoding; with the
-//! larger log entry that is about 190 bytes more per retained event than encoding on the
+//! larger log entry that is about 125 bytes more per retained event than encoding on the
 //! publisher cost (README, *At a glance*).
 
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -140,7 +140,8 @@ impl Staged {
             body_len: self.body_len,
             event_type,
             unencoded: Mutex::new(Some((source, payload))),
-            encoded: OnceLock::new(),
+            frame: OnceLock::new(),
+            sse: OnceLock::new(),
         }
     }
 }
@@ -160,8 +161,9 @@ fn escaped(s: &str) -> Result<Vec<u8>, EventError> {
 }
 
 /// A published event as the log holds it: its id, type and stamps, the rest of the event
-/// until it is encoded, and its encoding once some thread has asked for it
-/// ([`encoded`](Self::encoded)).
+/// until it is encoded, and its frame once some thread has asked for it
+/// ([`frame`](Self::frame)). [`encoded`](Self::encoded) makes the cheap, cloneable view
+/// that acknowledgement tracking, in-process subscribers and the dead-letter queue keep.
 pub struct Published {
     id: u64,
     published_tick: u32,
@@ -178,7 +180,10 @@ pub struct Published {
     /// The source and payload, which only the encoding needs: it takes them, so a retained
     /// event holds its text once.
     unencoded: Mutex<Option<(String, Box<RawValue>)>>,
-    encoded: OnceLock<Encoded>,
+    frame: OnceLock<Bytes>,
+    /// The Server-Sent Events record, made by the first I/O thread that needs one (so a
+    /// server without SSE subscribers never pays for it), then shared like the frame.
+    sse: OnceLock<Bytes>,
 }
 
 impl Published {
@@ -226,11 +231,16 @@ impl Published {
         header_len(json_len) + json_len
     }
 
-    /// The event's encoding, made by the first caller on any thread. A second thread that
-    /// asks while the first is encoding waits for it (a few hundred nanoseconds, once per
-    /// event at most).
-    pub fn encoded(&self) -> &Encoded {
-        self.encoded.get_or_init(|| {
+    /// The complete WebSocket text frame (header + JSON), shared by every subscriber: made
+    /// by the first caller on any thread. A second thread that
+    /// asks while the first is encoding waits for it: a few hundred nanoseconds, once per
+    /// event at most, unless the first is preempted mid-encoding, when the second waits
+    /// until it runs again. That is the trade the log already makes for a publisher
+    /// preempted between claiming a sequence number and installing its event; letting
+    /// each thread encode its own copy instead would mean keeping the event's text beside
+    /// its frame for as long as it is retained.
+    pub fn frame(&self) -> &Bytes {
+        self.frame.get_or_init(|| {
             let taken = self
                 .unencoded
                 .lock()
@@ -242,7 +252,39 @@ impl Published {
         })
     }
 
-    fn encode(&self, source: &str, payload: &RawValue) -> Encoded {
+    /// The event's Server-Sent Events record (`id: EPOCH:ID`, `data: JSON`), made once.
+    pub fn sse_record(&self, epoch: u64) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                crate::http::sse::event_record(epoch, self.id, &self.frame()[self.json_at()..])
+            })
+            .clone()
+    }
+
+    /// The event as a cheap, cloneable [`Encoded`] (its frame is shared, not copied).
+    pub fn encoded(&self) -> Encoded {
+        let json_at = self.json_at();
+        Encoded {
+            id: self.id,
+            priority: self.priority,
+            published_at: self.published_at,
+            published_tick: self.published_tick,
+            trace_id: [(self.trace_id.0 >> 64) as u64, self.trace_id.0 as u64],
+            sampled: self.sampled,
+            frame: self.frame().clone(),
+            sse: self.sse.clone(),
+            json_at: json_at as u8,
+            type_at: (json_at + id_prefix_len(self.id) + TYPE_KEY.len()) as u32,
+            type_len: self.event_type.len() as u16,
+        }
+    }
+
+    /// Where the JSON starts in the frame: the header's length.
+    fn json_at(&self) -> usize {
+        header_len(id_prefix_len(self.id) + self.body_len)
+    }
+
+    fn encode(&self, source: &str, payload: &RawValue) -> Bytes {
         let escaped_source;
         let source = if is_plain(source) {
             source.as_bytes()
@@ -251,7 +293,7 @@ impl Published {
             escaped_source = escaped(source).unwrap_or_default();
             &escaped_source
         };
-        let (event_type, priority, trace_id) = (&self.event_type, self.priority, self.trace_id);
+        let (event_type, priority) = (&self.event_type, self.priority);
         let mut buf = Vec::with_capacity(HEADROOM + self.body_len);
         buf.resize(HEADROOM, 0);
         for part in [
@@ -262,7 +304,7 @@ impl Published {
             TIMESTAMP_KEY,
             &timestamp::format(self.wall_us),
             TRACE_KEY,
-            &trace_id.hex(),
+            &self.trace_id.hex(),
             PRIORITY_KEY,
             priority.as_str().as_bytes(),
             PAYLOAD_KEY,
@@ -288,19 +330,7 @@ impl Published {
         // `advance`, not `slice`, which would clone and so allocate the shared header now.
         let mut frame = Bytes::from(buf);
         frame.advance(frame_at);
-        Encoded {
-            id: self.id,
-            priority,
-            published_at: self.published_at,
-            published_tick: self.published_tick,
-            trace_id: [(trace_id.0 >> 64) as u64, trace_id.0 as u64],
-            sampled: self.sampled,
-            frame,
-            sse: OnceLock::new(),
-            json_at: header_len as u8,
-            type_at: (HEADROOM + TYPE_KEY.len() - frame_at) as u32,
-            type_len: event_type.len() as u16,
-        }
+        frame
     }
 }
 
@@ -310,7 +340,7 @@ impl std::fmt::Debug for Published {
             .field("id", &self.id)
             .field("event_type", &self.event_type())
             .field("priority", &self.priority())
-            .field("encoded", &self.encoded.get().is_some())
+            .field("encoded", &self.frame.get().is_some())
             .finish()
     }
 }
@@ -449,7 +479,6 @@ mod tests {
             .unwrap()
             .seal(id)
             .encoded()
-            .clone()
     }
 
     #[test]
@@ -560,7 +589,11 @@ mod tests {
                 .unwrap();
             for id in [1, 9, 10, 99_999, u64::MAX] {
                 let published = Staged::new(ev.clone(), 64 * 1024).unwrap().seal(id);
-                assert_eq!(published.frame_len(), published.encoded().frame().len());
+                assert_eq!(published.frame_len(), published.frame().len());
+                let encoded = published.encoded();
+                assert_eq!(encoded.event_type(), "a.b.c", "type_at is right");
+                let json: serde_json::Value = serde_json::from_slice(&encoded.json()).unwrap();
+                assert_eq!(json["id"], id, "json_at is right");
             }
             // The limit bounds the JSON object with the longest id.
             let json_max = encoded(&ev, u64::MAX).json().len();
@@ -578,7 +611,7 @@ mod tests {
             std::sync::Arc::new(Staged::new(Event::new("a.b", "t"), 1024).unwrap().seal(7));
         let frames: Vec<Bytes> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| published.encoded().frame().clone()))
+                .map(|_| s.spawn(|| published.frame().clone()))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });

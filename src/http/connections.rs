@@ -162,7 +162,7 @@ fn recent(reports: &[Arc<Report>], partial: bool, id: u64, log: &EventLog<Publis
     let mut events = Vec::with_capacity(conn.recent.len());
     let mut not_retained = Vec::new();
     for &event_id in &conn.recent {
-        match log.read(event_id, |ev| event_json(ev.encoded())) {
+        match log.read(event_id, |ev| event_json(&ev.encoded())) {
             Read::Ready(v) => events.push(v),
             _ => not_retained.push(event_id),
         }

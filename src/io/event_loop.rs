@@ -405,7 +405,7 @@ impl EventLoop {
                     if ev.sampled() || !run.has_room_for(ev.frame_len()) {
                         return false;
                     }
-                    run.push(id, ev.encoded().frame(), ev.stamp());
+                    run.push(id, ev.frame(), ev.stamp());
                     for &key in &others {
                         to.push(ev, key);
                     }
@@ -1174,15 +1174,14 @@ fn replay_into(
         *budget -= 1;
         let found = log.read(next, |ev| {
             filter.matches(ev.event_type()).then(|| {
-                let encoded = ev.encoded();
                 let frame = match framing {
-                    Framing::WebSocket => encoded.frame().clone(),
-                    Framing::Sse => encoded.sse_record(epoch),
+                    Framing::WebSocket => ev.frame().clone(),
+                    Framing::Sse => ev.sse_record(epoch),
                 };
                 let tracked = acks
                     .as_ref()
                     .is_some_and(|a| a.wants(ev.priority()))
-                    .then(|| encoded.clone());
+                    .then(|| ev.encoded());
                 (frame, ev.priority(), tracked)
             })
         });
@@ -1285,7 +1284,7 @@ impl Routing<'_> {
             return;
         }
         let frame = match &mut conn.phase {
-            Phase::Sse(_) => ev.encoded().sse_record(epoch),
+            Phase::Sse(_) => ev.sse_record(epoch),
             Phase::Ws(ws) => {
                 if let Some(acks) = ws.acks_mut().filter(|a| a.wants(ev.priority())) {
                     if acks.is_full() {
@@ -1294,9 +1293,9 @@ impl Routing<'_> {
                         fell_behind.push(key);
                         return;
                     }
-                    acks.track(ev.encoded().clone(), now);
+                    acks.track(ev.encoded(), now);
                 }
-                ev.encoded().frame().clone()
+                ev.frame().clone()
             }
             Phase::Http(_) => return,
         };
