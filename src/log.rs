@@ -161,12 +161,8 @@ impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
     /// held by a reference of the reader's own, not a pin, so `f` may take its time (an I/O
     /// thread routes the event to every subscriber in it).
     pub fn read<R>(&self, seq: u64, f: impl FnOnce(&T) -> R) -> Read<R> {
-        let found = match self.slot(seq).load_full() {
-            Some(v) if v.seq() == seq => Ok(f(&v)),
-            Some(v) if v.seq() > seq => Err(true),
-            _ => Err(false),
-        };
-        self.classify(seq, found)
+        let value = self.slot(seq).load_full();
+        self.look(seq, value.as_deref(), f)
     }
 
     /// [`read`](Self::read) for a quick look: `f` runs pinned instead of on a reference of
@@ -174,24 +170,24 @@ impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
     /// the release of trimmed values while it runs, so `f` must be short. The trimmer notes
     /// each event's size and time this way.
     pub fn peek<R>(&self, seq: u64, f: impl FnOnce(&T) -> R) -> Read<R> {
-        let found = self.slot(seq).peek(|value| match value {
-            Some(v) if v.seq() == seq => Ok(f(v)),
-            Some(v) if v.seq() > seq => Err(true),
-            _ => Err(false),
-        });
-        self.classify(seq, found)
+        self.slot(seq).peek(|value| self.look(seq, value, f))
     }
 
-    /// What a look at `seq` found: the closure's result, or whether the slot held a newer
-    /// value.
-    fn classify<R>(&self, seq: u64, found: Result<R, bool>) -> Read<R> {
-        match found {
-            Ok(r) => Read::Ready(r),
-            // Nothing newer there: not installed yet, unless it was trimmed.
-            Err(newer) if newer || seq < self.head.load(Ordering::SeqCst) => Read::Lapped {
-                resume_at: self.head().max(seq + 1),
-            },
-            Err(_) => Read::Pending,
+    /// What slot `seq & mask` holding `value` means for sequence number `seq`.
+    fn look<R>(&self, seq: u64, value: Option<&T>, f: impl FnOnce(&T) -> R) -> Read<R> {
+        match value {
+            Some(v) if v.seq() == seq => Read::Ready(f(v)),
+            // A newer value: the ring lapped this reader. Nothing newer there: not
+            // installed yet, unless it was trimmed.
+            Some(v) if v.seq() > seq => self.lapped(seq),
+            _ if seq < self.head.load(Ordering::SeqCst) => self.lapped(seq),
+            _ => Read::Pending,
+        }
+    }
+
+    fn lapped<R>(&self, seq: u64) -> Read<R> {
+        Read::Lapped {
+            resume_at: self.head().max(seq + 1),
         }
     }
 
