@@ -32,9 +32,10 @@
 //!
 //! Memory: a slot is an `EpochCell` (in `sync.rs`). A reader pins
 //! crossbeam-epoch just long enough to take a reference to the value; an emptied slot's
-//! own reference is released once every reader pinned before the trim has unpinned.
-//! Installing into an empty slot needs neither: one compare-and-swap on the slot's
-//! pointer.
+//! own reference is released once every reader pinned before the trim has unpinned, and
+//! released by the trimmer itself ([`EventLog::reclaim`]), so readers and publishers never
+//! spend their time freeing trimmed events. Installing into an empty slot needs neither:
+//! one compare-and-swap on the slot's pointer.
 //!
 //! A publisher preempted between claiming and installing holds readers at its sequence
 //! number until it runs again (the classic multi-producer ring trade-off); it never holds
@@ -45,7 +46,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, EpochCell, Ordering};
+use crate::sync::{self, AtomicU64, EpochCell, Ordering, Reclaimer, Unlinked};
 
 /// A value that carries the sequence number it was stored under.
 pub trait Sequenced {
@@ -76,6 +77,8 @@ pub struct EventLog<T: Send + Sync + 'static> {
     tail: CachePadded<AtomicU64>,
     /// The oldest sequence number not trimmed.
     head: CachePadded<AtomicU64>,
+    /// Releases trimmed values on the trimmer's thread.
+    reclaimer: Reclaimer<T>,
 }
 
 impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
@@ -88,6 +91,7 @@ impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
             mask: capacity as u64 - 1,
             tail: CachePadded::new(AtomicU64::new(1)),
             head: CachePadded::new(AtomicU64::new(1)),
+            reclaimer: Reclaimer::default(),
         }
     }
 
@@ -115,26 +119,39 @@ impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
     }
 
     /// Trims every value up to and including sequence `last`: they can no longer be read
-    /// (readers are told they were lapped). The log's references to them are released
-    /// once no reader can still be taking one (crossbeam-epoch; mostly on this thread,
-    /// which hands over what it retired at the end), and each value is freed with its
-    /// last reference. Returns how many values this call removed.
+    /// (readers are told they were lapped). The log's references to them are released by
+    /// a later call on this thread ([`reclaim`](Self::reclaim), which this runs too), once
+    /// no reader can still be taking one; each value is freed with its last reference.
+    /// Returns how many values this call removed.
     pub fn trim_through(&self, last: u64) -> usize {
         let last = last.min(self.last_seq());
         let first = self.head.fetch_max(last + 1, Ordering::SeqCst);
         // A trimmer more than a lap behind finds only newer values in the older slots.
         let first = first.max((last + 1).saturating_sub(self.capacity() as u64));
-        let taken = (first..=last)
-            .filter(|&s| self.slot(s).take_unless(|v| v.seq() > s))
-            .count();
-        #[cfg(not(loom))]
-        if taken > 0 {
-            // Hand this thread's retired values to the collector now, and free what is
-            // already safe to free, rather than leaving them for whichever reader
-            // collects next.
-            crossbeam_epoch::pin().flush();
+        let mut unlinked = Unlinked::with_capacity((last + 1).saturating_sub(first) as usize);
+        let pinned = sync::pin();
+        for s in first..=last {
+            self.slot(s)
+                .take_unless(&pinned, |v| v.seq() > s, &mut unlinked);
         }
+        let taken = unlinked.len();
+        self.reclaimer.retire(&pinned, unlinked);
+        drop(pinned);
+        self.reclaim();
         taken
+    }
+
+    /// Releases, on this thread, the log's references to trimmed values that no reader
+    /// can still be taking. [`trim_through`](Self::trim_through) does this too; a trimmer
+    /// calls it when there is nothing new to trim, so the last trims are released.
+    /// Returns how many it released.
+    pub fn reclaim(&self) -> usize {
+        self.reclaimer.release()
+    }
+
+    /// Trimmed values whose references are not yet released ([`reclaim`](Self::reclaim)).
+    pub fn unreclaimed(&self) -> usize {
+        self.reclaimer.pending()
     }
 
     /// The oldest sequence number that may still be read (1 before anything is trimmed).
@@ -171,6 +188,14 @@ impl<T: Sequenced + Send + Sync + 'static> EventLog<T> {
     /// each event's size and time this way.
     pub fn peek<R>(&self, seq: u64, f: impl FnOnce(&T) -> R) -> Read<R> {
         self.slot(seq).peek(|value| self.look(seq, value, f))
+    }
+
+    /// Runs `f` with this thread pinned once, so each [`peek`](Self::peek) inside it
+    /// skips its own pin: for a thread that peeks at many values in a row (the trimmer).
+    /// Like a peek's closure, `f` holds back the release of trimmed values while it runs.
+    pub fn pinned<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _pinned = sync::pin();
+        f()
     }
 
     /// What slot `seq & mask` holding `value` means for sequence number `seq`.

@@ -6,7 +6,7 @@
 //! [`BUSY_EVERY`] to [`IDLE_EVERY`], sooner the faster events arrive ([`pause_after`]): it notes each new
 //! event's size and publish time, and trims the oldest past any bound with
 //! [`EventLog::trim_through`], which also frees them, here rather than on a publisher's
-//! thread.
+//! or an I/O thread ([`EventLog::reclaim`]).
 //!
 //! The log's ring has room for twice `--retention-events`, so a publisher finds its slot
 //! already emptied unless the trimmer is more than a whole retention behind. Even then
@@ -76,20 +76,23 @@ impl Trimmer {
     pub fn run(&mut self, log: &EventLog<Published>, now: Instant) -> Trimmed {
         let mut done = Trimmed::default();
         let tail = log.next_seq();
-        while self.next < tail {
-            match log.peek(self.next, |e| (e.frame_len(), e.published_at())) {
-                Read::Ready((bytes, at)) => {
-                    self.window.push_back((self.next, bytes, at));
-                    self.bytes += bytes;
-                    self.next += 1;
-                    done.noted += 1;
+        // One pin for the whole run of peeks, not one each.
+        log.pinned(|| {
+            while self.next < tail {
+                match log.peek(self.next, |e| (e.frame_len(), e.published_at())) {
+                    Read::Ready((bytes, at)) => {
+                        self.window.push_back((self.next, bytes, at));
+                        self.bytes += bytes;
+                        self.next += 1;
+                        done.noted += 1;
+                    }
+                    // Claimed but not installed yet: note it next time.
+                    Read::Pending => break,
+                    // Replaced by a publisher while this thread lagged: gone already.
+                    Read::Lapped { resume_at } => self.next = resume_at,
                 }
-                // Claimed but not installed yet: note it next time.
-                Read::Pending => break,
-                // Replaced by a publisher while this thread lagged: gone already.
-                Read::Lapped { resume_at } => self.next = resume_at,
             }
-        }
+        });
         let mut last = None;
         while let Some(&(seq, bytes, at)) = self.window.front() {
             let over = self.window.len() > self.limits.events
@@ -106,8 +109,14 @@ impl Trimmer {
             last = Some(seq);
             done.trimmed += 1;
         }
-        if let Some(last) = last {
-            log.trim_through(last);
+        match last {
+            Some(last) => {
+                log.trim_through(last);
+            }
+            // Release what earlier runs trimmed, which waited for readers to move on.
+            None => {
+                log.reclaim();
+            }
         }
         done
     }
@@ -120,24 +129,34 @@ pub fn run(log: &EventLog<Published>, limits: Limits, stopping: impl Fn() -> boo
     while !stopping() {
         let now = Instant::now();
         let done = trimmer.run(log, now);
-        let pause = pause_after(done, now.duration_since(last), limits.events);
+        let pause = pause_after(done, now.duration_since(last), now.elapsed(), limits.events);
         last = now;
-        std::thread::park_timeout(pause);
+        if !pause.is_zero() {
+            std::thread::park_timeout(pause);
+        }
     }
 }
 
-/// How long to wait after a run that did `done` in `since`. The ring has `slack` slots
-/// beyond the retained events (it holds twice `--retention-events`), so the trimmer only
-/// has to come back before the publishers fill a quarter of them: at 1,000 ev/s that is
-/// [`IDLE_EVERY`], not a wake-up per event on a core the I/O thread may share. At high
-/// rates it runs every [`BUSY_EVERY`].
-pub fn pause_after(done: Trimmed, since: Duration, slack: usize) -> Duration {
+/// How long to wait after a run that did `done`, `since` after the previous run began,
+/// and took `ran_for`. The ring has `slack` slots beyond the retained events (it holds
+/// twice `--retention-events`), so the trimmer only has to come back before the
+/// publishers fill a quarter of them: at 1,000 ev/s that is [`IDLE_EVERY`], not a wake-up
+/// per event on a core the I/O thread may share. The run's own time counts against that,
+/// so under a burst the trimmer does not sleep at all: sleeping while the publishers
+/// filled the slack made them replace, and free, old events themselves (README,
+/// *Publish*). It waits at least [`BUSY_EVERY`] when it does wait.
+pub fn pause_after(done: Trimmed, since: Duration, ran_for: Duration, slack: usize) -> Duration {
     if done.noted == 0 && done.trimmed == 0 {
         return IDLE_EVERY;
     }
     let quarter = (slack / 4).max(1) as u128;
     let fill = since.as_nanos() * quarter / u128::from(done.noted.max(1));
-    Duration::from_nanos(fill.min(IDLE_EVERY.as_nanos()) as u64).max(BUSY_EVERY)
+    let left = fill.saturating_sub(ran_for.as_nanos());
+    if left < BUSY_EVERY.as_nanos() {
+        // Back at once: the publishers are filling the slack about as fast as this trims.
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(left.min(IDLE_EVERY.as_nanos()) as u64)
 }
 
 #[cfg(test)]
@@ -177,19 +196,34 @@ mod tests {
 
     #[test]
     fn pause_shrinks_with_the_rate() {
-        let ms = Duration::from_millis;
+        let (ms, us) = (Duration::from_millis, Duration::from_micros);
         let done = |noted| Trimmed { noted, trimmed: 0 };
-        assert_eq!(pause_after(Trimmed::default(), ms(20), 65_536), IDLE_EVERY);
-        // 1,000 ev/s: a quarter of the slack is 16 s away.
-        assert_eq!(pause_after(done(20), ms(20), 65_536), IDLE_EVERY);
-        // 2 M ev/s: 16,384 slots fill in 8.192 ms.
+        let quick = us(10);
         assert_eq!(
-            pause_after(done(2_000), ms(1), 65_536),
-            Duration::from_micros(8_192)
+            pause_after(Trimmed::default(), ms(20), quick, 65_536),
+            IDLE_EVERY
         );
-        // Faster than that still waits the least pause.
-        assert_eq!(pause_after(done(100_000), ms(1), 65_536), BUSY_EVERY);
-        assert_eq!(pause_after(done(5), ms(1), 0), BUSY_EVERY);
+        // 1,000 ev/s: a quarter of the slack is 16 s away.
+        assert_eq!(pause_after(done(20), ms(20), quick, 65_536), IDLE_EVERY);
+        // 2 M ev/s: 16,384 slots fill in 8.192 ms, less the run's own time.
+        assert_eq!(pause_after(done(2_000), ms(1), quick, 65_536), us(8_182));
+        assert_eq!(pause_after(done(2_000), ms(1), ms(2), 65_536), us(6_192));
+        // Faster: at least the least pause while there is time to spare...
+        assert_eq!(pause_after(done(8_192), ms(1), ms(1), 65_536), BUSY_EVERY);
+        // ...and none when less is left, or the run took about as long as the slack lasts.
+        assert_eq!(
+            pause_after(done(20_000), ms(1), quick, 65_536),
+            Duration::ZERO
+        );
+        assert_eq!(
+            pause_after(done(100_000), ms(1), quick, 65_536),
+            Duration::ZERO
+        );
+        assert_eq!(
+            pause_after(done(10_000), ms(1), ms(1), 65_536),
+            Duration::ZERO
+        );
+        assert_eq!(pause_after(done(5), ms(1), quick, 0), Duration::ZERO);
     }
 
     #[test]

@@ -18,7 +18,10 @@ use std::sync::Arc;
 /// installing into an empty cell is a single compare-and-swap that touches nothing else
 /// (the publish path); a reader pins the epoch only while it takes its own reference
 /// ([`load_full`](Self::load_full)), so a long piece of work on the value holds no pin; a
-/// removal defers the cell's own reference past every reader pinned before it.
+/// removal defers the release of the cell's own reference past every reader pinned before
+/// it: a replacement ([`store_unless`](Self::store_unless)) through crossbeam-epoch's
+/// deferred drop, a trim ([`take_unless`](Self::take_unless)) through a [`Reclaimer`], so
+/// that the trimmer frees what it trims.
 /// [`ArcCell`] (arc-swap) did the same job but paid for each install by walking every
 /// thread's debt list, a third of an in-process publish (README, *Publish*).
 ///
@@ -107,12 +110,19 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
     }
 
     /// Empties the cell unless its value is one `keep_current` says must stay; returns
-    /// whether it took one (its reference is released once no reader can be taking one).
-    pub(crate) fn take_unless(&self, keep_current: impl Fn(&T) -> bool) -> bool {
-        let guard = crossbeam_epoch::pin();
+    /// whether it took one. The cell's reference moves to `into`, to be released by a
+    /// [`Reclaimer`] once no reader can still be taking one.
+    pub(crate) fn take_unless(
+        &self,
+        _pinned: &Pinned,
+        keep_current: impl Fn(&T) -> bool,
+        into: &mut Unlinked<T>,
+    ) -> bool {
         let mut current = self.ptr.load(std::sync::atomic::Ordering::Acquire);
         loop {
-            // SAFETY: as in `store_unless`: loaded under `guard`.
+            // SAFETY: as in `store_unless`: loaded while `_pinned` is held, so null or a value
+            // whose cell reference is released no sooner than `_pinned` is dropped (a
+            // `Reclaimer` releases only after a grace period that began after the unlink).
             match unsafe { current.as_ref() } {
                 None => return false,
                 Some(v) if keep_current(v) => return false,
@@ -125,7 +135,8 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
                 std::sync::atomic::Ordering::Acquire,
             ) {
                 Ok(old) => {
-                    retire(&guard, old);
+                    // Owned by `into` now: this exchange alone unlinked it.
+                    into.values.push(Retired(old.cast_const()));
                     return true;
                 }
                 Err(actual) => current = actual,
@@ -222,12 +233,18 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
         true
     }
 
-    pub(crate) fn take_unless(&self, keep_current: impl Fn(&T) -> bool) -> bool {
+    pub(crate) fn take_unless(
+        &self,
+        _pinned: &Pinned,
+        keep_current: impl Fn(&T) -> bool,
+        into: &mut Unlinked<T>,
+    ) -> bool {
         let mut guard = self.inner.lock().unwrap();
         if guard.as_deref().is_none_or(&keep_current) {
             return false;
         }
-        guard.take().is_some()
+        into.values.extend(guard.take());
+        true
     }
 
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
@@ -236,6 +253,180 @@ impl<T: Send + Sync + 'static> EpochCell<T> {
 
     pub(crate) fn peek<R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
         f(self.inner.lock().unwrap().as_deref())
+    }
+}
+
+/// This thread pinned in crossbeam-epoch while held (nothing under loom, whose cells are
+/// mutexes). Pinning once for a run of cell operations spares each its own pin.
+pub(crate) struct Pinned {
+    #[cfg(not(loom))]
+    _guard: crossbeam_epoch::Guard,
+}
+
+/// Pins this thread until the returned value is dropped.
+pub(crate) fn pin() -> Pinned {
+    Pinned {
+        #[cfg(not(loom))]
+        _guard: crossbeam_epoch::pin(),
+    }
+}
+
+/// Cell references [`EpochCell::take_unless`] unlinked, not yet released. Dropping it
+/// without handing it to [`Reclaimer::retire`] leaks them: never a premature release.
+pub(crate) struct Unlinked<T: Send + Sync + 'static> {
+    #[cfg(not(loom))]
+    values: Vec<Retired<T>>,
+    #[cfg(loom)]
+    values: Vec<Arc<T>>,
+}
+
+impl<T: Send + Sync + 'static> Unlinked<T> {
+    /// Room for `n` without reallocating.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self {
+            values: Vec::with_capacity(n),
+        }
+    }
+
+    /// How many it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// Releases unlinked values on the thread that asks ([`release`](Self::release): the
+/// trimmer), never on a reader's or a publisher's.
+///
+/// Handing each removed value to crossbeam-epoch as its own deferred drop let whichever
+/// thread collected next run the drops: readers (the I/O threads, which pin per event)
+/// and publishers alike, dozens of frees at a time. And a trimmer that pinned per value
+/// cost so much that, under a sustained in-process burst, it fell a lap behind and the
+/// publishers replaced (and freed) the old values themselves, most of a publish
+/// (README, *Publish*). Here the trimmer defers one small function per batch, which only
+/// moves the batch to a ready list once the grace period has passed, and frees the
+/// ready batches itself.
+pub(crate) struct Reclaimer<T: Send + Sync + 'static> {
+    #[cfg(not(loom))]
+    ready: Arc<Ready<T>>,
+    #[cfg(loom)]
+    ready: std::marker::PhantomData<fn() -> T>,
+    /// Values retired and not yet released.
+    pending: AtomicUsize,
+}
+
+/// Batches past their grace period. Whoever drops the last reference releases what is
+/// left (the log, or a deferred function that ran after it was dropped).
+#[cfg(not(loom))]
+struct Ready<T: Send + Sync + 'static>(std::sync::Mutex<Vec<Vec<Retired<T>>>>);
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static> Ready<T> {
+    fn take(&self) -> Vec<Vec<Retired<T>>> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+#[cfg(not(loom))]
+#[allow(unsafe_code)]
+impl<T: Send + Sync + 'static> Ready<T> {
+    /// Releases `batches`' references; returns how many.
+    fn release(batches: Vec<Vec<Retired<T>>>) -> usize {
+        let mut n = 0;
+        for retired in batches.into_iter().flatten() {
+            // SAFETY: a batch reaches `Ready` only from the function `Reclaimer::retire`
+            // deferred, which crossbeam-epoch runs after every thread pinned when the
+            // batch's values were unlinked has unpinned, so no reader is still taking a
+            // reference; each value was unlinked by one exchange (`take_unless`), so this
+            // is the cell's one reference, released once.
+            drop(unsafe { Arc::from_raw(retired.0) });
+            n += 1;
+        }
+        n
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: Send + Sync + 'static> Drop for Ready<T> {
+    fn drop(&mut self) {
+        Self::release(self.take());
+    }
+}
+
+impl<T: Send + Sync + 'static> Default for Reclaimer<T> {
+    fn default() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            ready: Arc::new(Ready(std::sync::Mutex::new(Vec::new()))),
+            #[cfg(loom)]
+            ready: std::marker::PhantomData,
+            pending: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Reclaimer<T> {
+    /// Values retired and not yet released.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Hands `batch` over: it is released by a later [`release`](Self::release), once no
+    /// thread pinned now is still pinned.
+    #[cfg(not(loom))]
+    #[allow(unsafe_code)]
+    pub(crate) fn retire(&self, pinned: &Pinned, batch: Unlinked<T>) {
+        if batch.values.is_empty() {
+            return;
+        }
+        self.pending
+            .fetch_add(batch.values.len(), Ordering::Relaxed);
+        let ready = Arc::clone(&self.ready);
+        let values = batch.values;
+        // SAFETY: the function only moves the batch (raw pointers, `Send`: see `Retired`)
+        // and an `Arc` to the ready list, so it may run on any thread, at any later time,
+        // even after the log is gone (`Ready`'s drop releases what it then receives).
+        unsafe {
+            pinned._guard.defer_unchecked(move || {
+                ready
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(values);
+            });
+        }
+    }
+
+    /// Under loom the cells are mutexes, so nothing can still be reading: release now.
+    #[cfg(loom)]
+    pub(crate) fn retire(&self, _pinned: &Pinned, batch: Unlinked<T>) {
+        drop(batch);
+    }
+
+    /// Advances crossbeam-epoch as far as it can go now (which runs the deferred
+    /// functions of batches past their grace period) and releases the ready batches on
+    /// this thread. Returns how many values it released.
+    pub(crate) fn release(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            if self.pending() == 0 {
+                return 0;
+            }
+            // A batch is ready once the epoch has moved twice since it was retired: two
+            // tries, each of which moves it at most once.
+            for _ in 0..2 {
+                crossbeam_epoch::pin().flush();
+            }
+            let released = Ready::release(self.ready.take());
+            self.pending.fetch_sub(released, Ordering::Relaxed);
+            released
+        }
+        #[cfg(loom)]
+        0
     }
 }
 

@@ -170,6 +170,123 @@ fn log_stress_with_a_trimmer_accounts_for_every_item() {
     stress(64, 4, 50_000, 2, Some(16));
 }
 
+/// A value that records which thread dropped it.
+struct Counted {
+    seq: u64,
+    dropped_on: Arc<std::sync::Mutex<Vec<thread::ThreadId>>>,
+}
+
+impl Sequenced for Counted {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.dropped_on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(thread::current().id());
+    }
+}
+
+/// Trimmed events are freed by the trimmer, never by a reader (whose pins would otherwise
+/// run crossbeam-epoch's deferred drops) or a publisher, and every one is freed once.
+#[test]
+fn log_trimmer_frees_what_it_trims_and_readers_free_nothing() {
+    const TOTAL: u64 = 200_000;
+    const RETAIN: u64 = 1_000;
+    // Room for eight times what is retained.
+    let log = Arc::new(EventLog::<Counted>::with_capacity(8 * RETAIN as usize));
+    let dropped_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trimmer = {
+        let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+        thread::spawn(move || {
+            let mut trimmed = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let last = log.last_seq().saturating_sub(RETAIN);
+                if last > 0 {
+                    trimmed += log.trim_through(last);
+                }
+                if finished {
+                    break;
+                }
+                thread::yield_now();
+            }
+            // What waited for readers to move on: they have all finished.
+            for _ in 0..1_000 {
+                if log.unreclaimed() == 0 {
+                    break;
+                }
+                log.reclaim();
+                thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(
+                log.unreclaimed(),
+                0,
+                "released within a second of the readers"
+            );
+            (trimmed, thread::current().id())
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut cursor = 1;
+                while cursor <= TOTAL {
+                    match log.read(cursor, |v| v.seq) {
+                        Read::Ready(seq) => {
+                            assert_eq!(seq, cursor);
+                            cursor += 1;
+                        }
+                        Read::Lapped { resume_at } => cursor = resume_at,
+                        Read::Pending => std::hint::spin_loop(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let publisher = {
+        let (log, dropped_on) = (Arc::clone(&log), Arc::clone(&dropped_on));
+        thread::spawn(move || {
+            for _ in 0..TOTAL {
+                // Never a lap ahead of the trimmer, so no value is replaced (a publisher
+                // frees what it replaces).
+                while log.next_seq() - log.head() >= 4 * RETAIN {
+                    thread::yield_now();
+                }
+                let dropped_on = Arc::clone(&dropped_on);
+                log.append_with(|seq| Counted { seq, dropped_on });
+            }
+        })
+    };
+    publisher.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let (trimmed, trimmer_id) = trimmer.join().unwrap();
+    {
+        let dropped = dropped_on.lock().unwrap();
+        assert_eq!(dropped.len(), trimmed, "every trimmed value freed, once");
+        assert!(
+            dropped.iter().all(|&id| id == trimmer_id),
+            "freed on the trimmer's thread only"
+        );
+    }
+    assert_eq!(trimmed as u64, TOTAL - RETAIN);
+    drop(log);
+    assert_eq!(
+        dropped_on.lock().unwrap().len() as u64,
+        TOTAL,
+        "the rest with the log"
+    );
+}
+
 #[derive(Debug, Clone)]
 enum LogOp {
     Append,
