@@ -11,14 +11,23 @@
 //! ([`firehose::event::Published`]); publishing only checks, stamps and stores it. As in the server,
 //! a retention thread trims the log ([`firehose::retention`]), so the publisher installs
 //! into emptied slots and frees nothing.
+//!
+//! `publish/floor` and `publish/floor_recycled` are not firehose: the bare handoff of an
+//! event to another core, for reading the figures above against ([`Floor`]).
 
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::atomic::AtomicCell;
+use crossbeam_utils::CachePadded;
+use firehose::event::Published;
 use firehose::log::Read;
 use firehose::outbox::{Episode, Outbox};
 use firehose::policy::Policy;
@@ -112,12 +121,17 @@ fn publish_on(bus: &Bus) -> impl FnMut(Event) -> u64 + '_ {
     move |event| bus.publish(event).unwrap()
 }
 
+/// The event every case publishes: a 23-byte type and a 77-byte payload.
+fn bench_event() -> Event {
+    Event::new("workflow.step.completed", "bench")
+        .with_payload(&serde_json::json!({"seq": 0, "pad": "x".repeat(60)}))
+        .unwrap()
+}
+
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
     group.throughput(Throughput::Elements(1));
-    let event = Event::new("workflow.step.completed", "bench")
-        .with_payload(&serde_json::json!({"seq": 0, "pad": "x".repeat(60)}))
-        .unwrap();
+    let event = bench_event();
     let config = firehose::Config::default();
     let bus = Bus::new(config.log_capacity(), 64 * 1024, Vec::new());
     let trimmer = Trimming::start(&bus, &config);
@@ -154,5 +168,114 @@ fn publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, publish);
+/// The floor under `publish/subscriptions/0` on this machine: the same event moved into
+/// a heap entry the size of a log entry (an `Arc<Published>`), with the time read
+/// (`Instant::now`), installed in a ring slot with one swap, and taken out a retention
+/// behind by another thread, which frees the event. No checks, no trace id, no readers
+/// to protect (so no epoch), no wake-up fence: what handing an event to another core
+/// costs by itself, to read the figures above against in the same run. `floor` frees
+/// each entry on the trimming thread and allocates a new one per publish, as the log
+/// does; `floor_recycled` hands emptied entries back to the publisher through a bounded
+/// queue instead, the change the README names as what would close most of the rest.
+struct Floor {
+    slots: Box<[AtomicCell<Option<Box<FloorEntry>>>]>,
+    mask: u64,
+    tail: CachePadded<AtomicU64>,
+    /// Emptied entries on their way back to the publisher (`floor_recycled`).
+    recycled: Option<ArrayQueue<Box<FloorEntry>>>,
+}
+
+/// Words that bring a floor entry to the size of `Arc<Published>`'s allocation (two
+/// counts and the entry).
+const PAD: usize =
+    (2 * 8 + size_of::<Published>() - size_of::<(u64, Instant, Option<Event>)>()) / 8;
+
+// The floor allocates what the log allocates per event.
+const _: () = assert!(size_of::<FloorEntry>() == 2 * 8 + size_of::<Published>());
+
+#[allow(dead_code)] // written as a log entry is, never read
+struct FloorEntry {
+    seq: u64,
+    at: Instant,
+    event: Option<Event>,
+    pad: [u64; PAD],
+}
+
+impl Floor {
+    fn new(capacity: usize, recycle: bool) -> Self {
+        Self {
+            slots: (0..capacity).map(|_| AtomicCell::new(None)).collect(),
+            mask: capacity as u64 - 1,
+            tail: CachePadded::new(AtomicU64::new(0)),
+            recycled: recycle.then(|| ArrayQueue::new(4096)),
+        }
+    }
+
+    fn publish(&self, event: Event) -> u64 {
+        let seq = self.tail.fetch_add(1, Ordering::AcqRel);
+        let entry = FloorEntry {
+            seq,
+            at: Instant::now(),
+            event: Some(event),
+            pad: [seq; PAD],
+        };
+        let entry = match self.recycled.as_ref().and_then(ArrayQueue::pop) {
+            Some(mut emptied) => {
+                *emptied = entry;
+                emptied
+            }
+            None => Box::new(entry),
+        };
+        // A trimmer a lap behind leaves the old entry here: freed on this thread.
+        drop(self.slots[(seq & self.mask) as usize].swap(Some(entry)));
+        seq
+    }
+
+    /// Takes entries out a retention behind the tail, until `stop`, and waits
+    /// [`BUSY_EVERY`](firehose::retention::BUSY_EVERY) whenever it has caught up.
+    fn trim(&self, retention: u64, stop: &AtomicBool) {
+        let mut head = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let tail = self.tail.load(Ordering::Acquire);
+            if head + retention >= tail {
+                // In batches, as the retention thread trims (`retention::pause_after`).
+                thread::sleep(firehose::retention::BUSY_EVERY);
+            }
+            while head + retention < tail {
+                if let Some(mut entry) = self.slots[(head & self.mask) as usize].take() {
+                    drop(entry.event.take());
+                    if let Some(queue) = &self.recycled {
+                        // A full queue frees the entry here.
+                        let _ = queue.push(entry);
+                    }
+                }
+                head += 1;
+            }
+        }
+    }
+}
+
+fn floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish");
+    group.throughput(Throughput::Elements(1));
+    let event = bench_event();
+    let config = firehose::Config::default();
+    for (name, recycle) in [("floor", false), ("floor_recycled", true)] {
+        let ring = Arc::new(Floor::new(config.log_capacity(), recycle));
+        let stop = Arc::new(AtomicBool::new(false));
+        let trimmer = {
+            let (ring, stop) = (Arc::clone(&ring), Arc::clone(&stop));
+            let retention = config.retention().events as u64;
+            thread::spawn(move || ring.trim(retention, &stop))
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched(|| event.clone(), |e| ring.publish(e), BatchSize::SmallInput)
+        });
+        stop.store(true, Ordering::Relaxed);
+        trimmer.join().unwrap();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, publish, floor);
 criterion_main!(benches);
