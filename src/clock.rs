@@ -30,7 +30,12 @@ impl Moment {
 
     /// Its [`tick`], without reading the base again.
     pub fn tick(self) -> u32 {
-        ((self.0.get() / 1_000) as u32).max(1)
+        tick_at_ns(self.0.get())
+    }
+
+    /// Nanoseconds since this clock's base.
+    pub fn since_base_ns(self) -> u64 {
+        self.0.get()
     }
 
     /// Back to an `Instant`.
@@ -42,6 +47,11 @@ impl Moment {
 /// The tick of `at` (never 0, which means "not stamped").
 pub fn tick(at: Instant) -> u32 {
     (at.saturating_duration_since(base()).as_micros() as u32).max(1)
+}
+
+/// The tick `ns` nanoseconds after this clock's base.
+pub fn tick_at_ns(ns: u64) -> u32 {
+    ((ns / 1_000) as u32).max(1)
 }
 
 /// Microseconds from tick `then` to `now`.

@@ -23,7 +23,8 @@ use bytes::{Buf as _, Bytes};
 
 use serde_json::value::RawValue;
 
-use super::{timestamp, Event, EventError, Priority, TraceId};
+use super::timestamp::{self, Stamp};
+use super::{Event, EventError, Priority, TraceId};
 use crate::log::Sequenced;
 use crate::ws::frame::{self, OpCode};
 
@@ -51,9 +52,7 @@ const FIXED_BODY: usize = TYPE_KEY.len()
 /// An event checked and stamped, waiting for its id.
 pub struct Staged {
     event: Event,
-    published_at: Instant,
-    /// Wall-clock microseconds at `published_at` (the `timestamp` field).
-    wall_us: u64,
+    stamp: Stamp,
     trace_id: TraceId,
     sampled: bool,
     /// Bytes of the JSON object after `{"id":N,`.
@@ -83,12 +82,11 @@ impl Staged {
             });
         }
         // Latency and the `event.publish` span are measured from here.
-        let (published_at, wall_us) = timestamp::now();
+        let stamp = timestamp::now();
         let trace_id = event.trace_id.unwrap_or_else(TraceId::random);
         Ok(Self {
             event,
-            published_at,
-            wall_us,
+            stamp,
             trace_id,
             sampled: false,
             body_len,
@@ -107,7 +105,7 @@ impl Staged {
 
     /// When publishing began.
     pub fn published_at(&self) -> Instant {
-        self.published_at
+        self.stamp.at
     }
 
     /// Marks the event's trace as sampled: its writes and subscriber calls record spans.
@@ -131,11 +129,11 @@ impl Staged {
         } = self.event;
         Published {
             id,
-            published_tick: crate::clock::tick(self.published_at),
+            published_tick: self.stamp.tick,
             priority,
             sampled: self.sampled,
-            wall_us: self.wall_us,
-            published_at: self.published_at,
+            wall_us: self.stamp.wall_us,
+            published_at: self.stamp.at,
             trace_id: self.trace_id,
             body_len: self.body_len,
             event_type,

@@ -14,6 +14,7 @@ pub mod fastpath;
 mod filter;
 pub mod timestamp;
 mod trace_id;
+mod tsc;
 mod wire;
 
 pub use encode::{Encoded, Published, Staged};
