@@ -1,7 +1,8 @@
 //! Encoding an event once: the JSON and WebSocket frame a `Published` event gets on first
 //! use (`Published::encoded`, on the first I/O thread to route it), for 100-byte and 1 KiB
 //! payloads. Checking and stamping the event (`Staged::new`, on the publisher) is not
-//! counted: `benches/publish.rs` measures that.
+//! counted: `benches/publish.rs` measures that. `validate_type/bytes/N` times the first of
+//! those checks alone.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use firehose::event::Staged;
@@ -25,5 +26,17 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode);
+/// The event-type check every publish runs first (`firehose::event::validate_type`), on a
+/// typical type and on a long one.
+fn check_type(c: &mut Criterion) {
+    let mut group = c.benchmark_group("validate_type");
+    for t in ["workflow.step.completed".to_owned(), "a.".repeat(50)] {
+        group.bench_with_input(BenchmarkId::new("bytes", t.len()), &t, |b, t| {
+            b.iter(|| firehose::event::validate_type(std::hint::black_box(t)).is_ok())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode, check_type);
 criterion_main!(benches);
