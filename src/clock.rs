@@ -46,7 +46,7 @@ impl Moment {
 
 /// The tick of `at` (never 0, which means "not stamped").
 pub fn tick(at: Instant) -> u32 {
-    (at.saturating_duration_since(base()).as_micros() as u32).max(1)
+    Moment::at(at).tick()
 }
 
 /// The tick `ns` nanoseconds after this clock's base.

@@ -48,8 +48,8 @@ const SECOND_LEN: usize = 20;
 
 #[derive(Clone, Copy)]
 struct Anchor {
-    /// `None` until the thread's first reading.
-    mono: Option<Instant>,
+    /// The monotonic reading.
+    mono: Instant,
     /// Nanoseconds from the [`crate::clock`] base to `mono`.
     clock_ns: u64,
     /// Microseconds since the Unix epoch at `mono`.
@@ -63,33 +63,12 @@ struct Anchor {
 }
 
 impl Anchor {
-    const NONE: Self = Self {
-        mono: None,
-        clock_ns: 0,
-        wall_us: 0,
-        tsc: 0,
-        ns_per_tick: 0,
-        reanchor_ticks: 0,
-    };
-
     /// A fresh anchor: the real clocks now, and the counter's rate where it is used.
     fn read() -> Self {
         let (mono, tsc, rate) = if tsc::usable() {
             let (reading, tight) = Reading::take();
             let rate = if tight {
-                FIRST.with(|first| match first.get() {
-                    // A counter that went back (a suspend, a migration) restarts the
-                    // measurement from here.
-                    Some(earlier) if reading.tsc < earlier.tsc => {
-                        first.set(Some(reading));
-                        None
-                    }
-                    Some(earlier) => ns_per_tick(earlier, reading),
-                    None => {
-                        first.set(Some(reading));
-                        None
-                    }
-                })
+                rate_since_first(reading)
             } else {
                 None
             };
@@ -99,7 +78,7 @@ impl Anchor {
         };
         let ns_per_tick = rate.unwrap_or(0);
         Self {
-            mono: Some(mono),
+            mono,
             clock_ns: Moment::at(mono).since_base_ns(),
             wall_us: unix_micros(SystemTime::now()),
             tsc,
@@ -112,7 +91,7 @@ impl Anchor {
     /// Now, from this anchor, or `None` once it is [`REANCHOR`] old.
     #[inline]
     fn extrapolate(&self) -> Option<Stamp> {
-        let mono = self.mono?;
+        let mono = self.mono;
         if self.ns_per_tick != 0 {
             let ticks = tsc::read().wrapping_sub(self.tsc);
             if ticks >= self.reanchor_ticks {
@@ -166,6 +145,19 @@ impl Reading {
     }
 }
 
+/// The counter's rate from the thread's first tight reading to `reading` (also tight), as
+/// [`ns_per_tick`] gives it. The first reading, or one where the counter went back (a
+/// suspend, a migration), restarts the measurement from `reading`.
+fn rate_since_first(reading: Reading) -> Option<u64> {
+    FIRST.with(|first| match first.get() {
+        Some(earlier) if reading.tsc >= earlier.tsc => ns_per_tick(earlier, reading),
+        _ => {
+            first.set(Some(reading));
+            None
+        }
+    })
+}
+
 /// The counter's rate between two tight readings, as nanoseconds per tick times 2^32;
 /// `None` when they are under [`REANCHOR`] apart, out of order, or the rate is not
 /// between 1/16 and 16 ns per tick (a counter from 62.5 MHz to 16 GHz).
@@ -206,7 +198,8 @@ struct SecondText {
 }
 
 thread_local! {
-    static ANCHOR: Cell<Anchor> = const { Cell::new(Anchor::NONE) };
+    /// `None` until the thread's first reading.
+    static ANCHOR: Cell<Option<Anchor>> = const { Cell::new(None) };
     /// The thread's first tight reading: the counter's rate is measured from it.
     static FIRST: Cell<Option<Reading>> = const { Cell::new(None) };
     static SECOND: Cell<SecondText> =
@@ -218,13 +211,12 @@ thread_local! {
 /// encodes the event.
 pub fn now() -> Stamp {
     ANCHOR.with(|cell| {
-        if let Some(stamp) = cell.get().extrapolate() {
+        if let Some(stamp) = cell.get().and_then(|anchored| anchored.extrapolate()) {
             return stamp;
         }
         let fresh = Anchor::read();
-        cell.set(fresh);
-        let mono = fresh.mono.expect("a fresh anchor has its reading");
-        fresh.stamp(mono, Duration::ZERO)
+        cell.set(Some(fresh));
+        fresh.stamp(fresh.mono, Duration::ZERO)
     })
 }
 
@@ -346,7 +338,7 @@ mod tests {
             worst = worst.max(s.at.saturating_duration_since(after));
         }
         if tsc::usable() {
-            let rate = ANCHOR.with(|a| a.get().ns_per_tick);
+            let rate = ANCHOR.with(|a| a.get().map_or(0, |a| a.ns_per_tick));
             assert_ne!(rate, 0, "the counter is usable but was not used");
         }
         assert!(worst <= slack, "{worst:?}");
