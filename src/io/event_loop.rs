@@ -1059,14 +1059,19 @@ impl EventLoop {
         self.replaying.retain(|k| *k != key);
     }
 
-    /// Graceful shutdown: stop accepting, routing and replaying; let what is queued reach
-    /// the clients for up to `--drain-timeout`; then close every connection (WebSocket: a
-    /// `closing` notice and 1001, both with the last id delivered), give the close frames
-    /// [`SHUTDOWN_CLOSE`] to go out, and stop.
+    /// Graceful shutdown: stop accepting and replaying; route what was published before
+    /// now (nothing later); let what is queued reach the clients for up to
+    /// `--drain-timeout`; then close every connection (WebSocket: a `closing` notice and
+    /// 1001, both with the last id delivered), give the close frames [`SHUTDOWN_CLOSE`] to
+    /// go out, and stop.
     fn shutdown(mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        // A turn may have routed only part of a burst before it saw the shutdown: the rest
+        // was accepted, so it is delivered too. Stops at a publisher still installing.
+        let published = self.engine.bus.log().next_seq();
+        while self.cursor < published && self.route() {}
         let start = Instant::now();
         self.drain_until(start + self.engine.config.drain_timeout);
         let now = Instant::now();
