@@ -27,10 +27,14 @@ fn encode(c: &mut Criterion) {
 }
 
 /// The event-type check every publish runs first (`firehose::event::validate_type`), on a
-/// typical type and on a long one.
+/// short type (under 16 bytes: the table), a typical one and a long one.
 fn check_type(c: &mut Criterion) {
     let mut group = c.benchmark_group("validate_type");
-    for t in ["workflow.step.completed".to_owned(), "a.".repeat(50)] {
+    for t in [
+        "order.created".to_owned(),
+        "workflow.step.completed".to_owned(),
+        "a.".repeat(50),
+    ] {
         group.bench_with_input(BenchmarkId::new("bytes", t.len()), &t, |b, t| {
             b.iter(|| firehose::event::validate_type(std::hint::black_box(t)).is_ok())
         });
