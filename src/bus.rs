@@ -190,6 +190,8 @@ impl Bus {
         Ok(id)
     }
 
+    /// Inlined for the reason [`Staged::new`] is.
+    #[inline(always)]
     fn stage(&self, event: Event) -> Result<Staged, EventError> {
         let mut staged = Staged::new(event, self.inner.max_event_bytes)?;
         staged.set_sampled(self.inner.tracer.sampled(staged.trace_id()));

@@ -208,16 +208,24 @@ thread_local! {
 
 /// Now: the monotonic `Instant`, its clock tick and the wall-clock microseconds. The
 /// publish path reads this; [`format()`] writes the text later, on whichever thread
-/// encodes the event.
+/// encodes the event. Inlined, apart from the re-anchoring, into the publish path (see
+/// [`Staged::new`](super::Staged::new)).
+#[inline(always)]
 pub fn now() -> Stamp {
-    ANCHOR.with(|cell| {
-        if let Some(stamp) = cell.get().and_then(|anchored| anchored.extrapolate()) {
-            return stamp;
-        }
-        let fresh = Anchor::read();
-        cell.set(Some(fresh));
-        fresh.stamp(fresh.mono, Duration::ZERO)
-    })
+    ANCHOR.with(
+        |cell| match cell.get().and_then(|anchored| anchored.extrapolate()) {
+            Some(stamp) => stamp,
+            None => reanchor(cell),
+        },
+    )
+}
+
+/// A fresh anchor for this thread, and the stamp it gives.
+#[cold]
+fn reanchor(cell: &Cell<Option<Anchor>>) -> Stamp {
+    let fresh = Anchor::read();
+    cell.set(Some(fresh));
+    fresh.stamp(fresh.mono, Duration::ZERO)
 }
 
 /// The `timestamp` text for `wall_us` microseconds since the Unix epoch (from [`now`]).
