@@ -72,7 +72,7 @@ impl Staged {
         let source_len = if is_plain(&event.source) {
             event.source.len()
         } else {
-            escaped(&event.source)?.len()
+            escaped_len(&event.source)
         };
         let body_len = FIXED_BODY
             + event.event_type.len()
@@ -156,12 +156,46 @@ fn is_plain(s: &str) -> bool {
     s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// `s` as serde_json writes it inside a JSON string (without the quotes).
-fn escaped(s: &str) -> Result<Vec<u8>, EventError> {
-    let mut quoted = serde_json::to_vec(s).map_err(|e| EventError::Shape(e.to_string()))?;
-    quoted.pop();
-    quoted.remove(0);
-    Ok(quoted)
+/// The bytes [`write_escaped`] writes for `s`, counted without writing them.
+fn escaped_len(s: &str) -> usize {
+    s.bytes().map(escaped_width).sum()
+}
+
+/// How many bytes `b` takes inside a JSON string as serde_json writes it: a backslash and
+/// one character for `"`, `\` and the five controls with short escapes, `\u00XX` for the
+/// other controls, and itself for everything else (UTF-8 is written as it is).
+fn escaped_width(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
+        0x00..=0x1f => 6,
+        _ => 1,
+    }
+}
+
+/// Appends `s` as serde_json writes it inside a JSON string (without the quotes).
+fn write_escaped(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in s.bytes() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+                continue;
+            }
+            _ => {
+                out.push(b);
+                continue;
+            }
+        };
+        out.extend_from_slice(&[b'\\', short]);
+    }
 }
 
 /// A published event as the log holds it: its id, type and stamps, the rest of the event
@@ -289,22 +323,18 @@ impl Published {
     }
 
     fn encode(&self, source: &str, payload: &RawValue) -> Bytes {
-        let escaped_source;
-        let source = if is_plain(source) {
-            source.as_bytes()
-        } else {
-            // Checked by `Staged::new`, which escaped it once already.
-            escaped_source = escaped(source).unwrap_or_default();
-            &escaped_source
-        };
         let (event_type, priority) = (&self.event_type, self.priority);
         let mut buf = Vec::with_capacity(HEADROOM + self.body_len);
         buf.resize(HEADROOM, 0);
+        for part in [TYPE_KEY, event_type.as_bytes(), SOURCE_KEY] {
+            buf.extend_from_slice(part);
+        }
+        if is_plain(source) {
+            buf.extend_from_slice(source.as_bytes());
+        } else {
+            write_escaped(source, &mut buf);
+        }
         for part in [
-            TYPE_KEY,
-            event_type.as_bytes(),
-            SOURCE_KEY,
-            source,
             TIMESTAMP_KEY,
             &timestamp::format(self.wall_us),
             TRACE_KEY,
@@ -540,6 +570,38 @@ mod tests {
             assert!(json.contains(&expected), "{json} lacks {expected}");
             let v: serde_json::Value = serde_json::from_str(&json).unwrap();
             assert_eq!(v["source"], source);
+        }
+    }
+
+    /// serde_json's text for `s` inside its quotes.
+    fn serde_escaped(s: &str) -> String {
+        let quoted = serde_json::to_string(s).unwrap();
+        quoted[1..quoted.len() - 1].to_owned()
+    }
+
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        write_escaped(s, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_ascii_character_is_escaped_and_counted_as_serde_json_does() {
+        for c in (0u8..=0x7f)
+            .map(char::from)
+            .chain(['\u{e9}', '\u{2028}', '\u{1f980}'])
+        {
+            let s = format!("a{c}b");
+            assert_eq!(escaped(&s), serde_escaped(&s), "{:?}", c);
+            assert_eq!(escaped_len(&s), serde_escaped(&s).len(), "{:?}", c);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_source_is_escaped_and_counted_as_serde_json_does(s in proptest::prelude::any::<String>()) {
+            proptest::prop_assert_eq!(escaped(&s), serde_escaped(&s));
+            proptest::prop_assert_eq!(escaped_len(&s), serde_escaped(&s).len());
         }
     }
 
