@@ -153,7 +153,7 @@ impl Staged {
 /// serde_json escapes only `"`, `\` and control characters: a source without them is
 /// written as it is.
 fn is_plain(s: &str) -> bool {
-    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    s.bytes().all(|b| escaped_width(b) == 1)
 }
 
 /// The bytes [`write_escaped`] writes for `s`, counted without writing them.
@@ -161,14 +161,27 @@ fn escaped_len(s: &str) -> usize {
     s.bytes().map(escaped_width).sum()
 }
 
-/// How many bytes `b` takes inside a JSON string as serde_json writes it: a backslash and
-/// one character for `"`, `\` and the five controls with short escapes, `\u00XX` for the
-/// other controls, and itself for everything else (UTF-8 is written as it is).
-fn escaped_width(b: u8) -> usize {
+/// The character after the backslash when serde_json writes `b` with a short escape
+/// (`"`, `\` and five controls). The other controls are written `\u00XX`, everything
+/// else as it is (UTF-8 included).
+fn short_escape(b: u8) -> Option<u8> {
     match b {
-        b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 2,
-        0x00..=0x1f => 6,
-        _ => 1,
+        b'"' | b'\\' => Some(b),
+        0x08 => Some(b'b'),
+        0x09 => Some(b't'),
+        0x0a => Some(b'n'),
+        0x0c => Some(b'f'),
+        0x0d => Some(b'r'),
+        _ => None,
+    }
+}
+
+/// How many bytes `b` takes inside a JSON string as serde_json writes it.
+fn escaped_width(b: u8) -> usize {
+    match short_escape(b) {
+        Some(_) => 2,
+        None if b < 0x20 => 6,
+        None => 1,
     }
 }
 
@@ -176,25 +189,18 @@ fn escaped_width(b: u8) -> usize {
 fn write_escaped(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in s.bytes() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x09 => b't',
-            0x0a => b'n',
-            0x0c => b'f',
-            0x0d => b'r',
-            0x00..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
-                continue;
-            }
-            _ => {
-                out.push(b);
-                continue;
-            }
-        };
-        out.extend_from_slice(&[b'\\', short]);
+        match short_escape(b) {
+            Some(c) => out.extend_from_slice(&[b'\\', c]),
+            None if b < 0x20 => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+            None => out.push(b),
+        }
     }
 }
 

@@ -97,17 +97,16 @@ impl Anchor {
             if ticks >= self.reanchor_ticks {
                 return None;
             }
-            let since = Duration::from_nanos(scale(ticks, self.ns_per_tick));
-            return Some(self.stamp(mono + since, since));
+            let ns = scale(ticks, self.ns_per_tick);
+            return Some(self.stamp(mono + Duration::from_nanos(ns), ns));
         }
         let now = Instant::now();
         let since = now.checked_duration_since(mono).filter(|s| *s < REANCHOR)?;
-        Some(self.stamp(now, since))
+        Some(self.stamp(now, since.as_nanos() as u64))
     }
 
-    /// The stamp `since` after the anchor.
-    fn stamp(&self, at: Instant, since: Duration) -> Stamp {
-        let ns = since.as_nanos() as u64;
+    /// The stamp at `at`, `ns` nanoseconds after the anchor.
+    fn stamp(&self, at: Instant, ns: u64) -> Stamp {
         Stamp {
             at,
             tick: clock::tick_at_ns(self.clock_ns + ns),
@@ -225,7 +224,7 @@ pub fn now() -> Stamp {
 fn reanchor(cell: &Cell<Option<Anchor>>) -> Stamp {
     let fresh = Anchor::read();
     cell.set(Some(fresh));
-    fresh.stamp(fresh.mono, Duration::ZERO)
+    fresh.stamp(fresh.mono, 0)
 }
 
 /// The `timestamp` text for `wall_us` microseconds since the Unix epoch (from [`now`]).
