@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(Ok(id)) = firehose::http::connections::parse_recent_path(&req.path) {
             assert!(id > 0);
         }
+        let _ = dlq::check_retry(&req.query, &data[used..]);
         if let Ok(limit) = dlq::parse_limit(&req.query) {
             assert!((1..=dlq::MAX_LIMIT).contains(&limit));
         }

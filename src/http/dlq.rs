@@ -78,8 +78,13 @@ pub fn entries(dlq: &DeadLetterQueue, q: &str) -> Response {
     }
 }
 
-/// `POST /dlq/retry`.
-pub fn retry(dlq: &DeadLetterQueue) -> Response {
+/// `POST /dlq/retry`: retries every entry. It takes no options, so it refuses any
+/// (a query, or a body other than nothing or an empty JSON object) rather than retry
+/// everything when the caller meant some.
+pub fn retry(dlq: &DeadLetterQueue, query: &str, body: &[u8]) -> Response {
+    if let Err(e) = check_retry(query, body) {
+        return Response::error(400, &e);
+    }
     let o = dlq.retry();
     Response::json(
         200,
@@ -87,9 +92,45 @@ pub fn retry(dlq: &DeadLetterQueue) -> Response {
     )
 }
 
+/// `Ok` when a `POST /dlq/retry` asks for nothing but the retry of every entry.
+pub fn check_retry(query: &str, body: &[u8]) -> Result<(), String> {
+    let body = body.trim_ascii();
+    let no_options = body.is_empty()
+        || serde_json::from_slice::<serde_json::Map<String, Value>>(body)
+            .is_ok_and(|options| options.is_empty());
+    if query.is_empty() && no_options {
+        return Ok(());
+    }
+    Err(
+        "POST /dlq/retry takes no options, in its query or its body: it retries every entry \
+         (GET /dlq/entries lists them); nothing was retried"
+            .to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_takes_no_options() {
+        for ok in [&b""[..], b" \r\n", b"{}", b" { }\n"] {
+            assert_eq!(check_retry("", ok), Ok(()), "{ok:?}");
+        }
+        for (query, body) in [
+            ("", &b"{\"entry_ids\":[1]}"[..]),
+            ("", b"{\"subscriber\":\"ledger\"}"),
+            ("", b"[]"),
+            ("", b"{}{}"),
+            ("", b"xx"),
+            ("", b"\xff"),
+            ("subscriber=ledger", b""),
+            ("x", b"{}"),
+        ] {
+            let e = check_retry(query, body).unwrap_err();
+            assert!(e.contains("nothing was retried"), "{e}");
+        }
+    }
 
     #[test]
     fn limit_is_checked() {

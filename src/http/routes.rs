@@ -88,7 +88,7 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
         ("/dlq/summary", _) => allow("GET"),
         ("/dlq/entries", "GET") => Routed::Respond(dlq::entries(engine.bus.dlq(), &req.query)),
         ("/dlq/entries", _) => allow("GET"),
-        ("/dlq/retry", "POST") => Routed::Respond(dlq::retry(engine.bus.dlq())),
+        ("/dlq/retry", "POST") => Routed::Respond(dlq::retry(engine.bus.dlq(), &req.query, body)),
         ("/dlq/retry", _) => allow("POST"),
         ("/spans/recent", "GET") => Routed::Respond(spans::recent(
             &engine.spans,

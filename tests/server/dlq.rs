@@ -209,6 +209,24 @@ fn dlq_endpoints_answer_shapes_and_errors() {
     let (_, e) = http_json(addr, "GET", "/dlq/entries?limit=2", "");
     assert_eq!(e["entries"].as_array().unwrap().len(), 2);
     assert_eq!(e["depth"], 3);
+
+    // A retry with options it does not have is refused, not taken as "retry everything".
+    for (path, body) in [
+        ("/dlq/retry", r#"{"entry_ids":[1]}"#),
+        ("/dlq/retry?subscriber=nope", ""),
+    ] {
+        let (status, r) = http_json(addr, "POST", path, body);
+        assert_eq!(status, 400, "{path} {body}: {r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("nothing was retried"),
+            "{r}"
+        );
+    }
+    let (_, s) = http_json(addr, "GET", "/dlq/summary", "");
+    assert_eq!(
+        (s["depth"].clone(), s["retried"].clone()),
+        (json!(3), json!(0))
+    );
 }
 
 #[test]
