@@ -175,6 +175,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "--replayers and --slow each compare two phases: use one at a time".into(),
         ));
     }
+    check(args)?;
     if args.replayers > 0 {
         let baseline_args = BenchArgs {
             replayers: 0,
@@ -211,8 +212,10 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// Runs the bench and returns what it measured (progress lines go to stderr).
-pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
+/// Checks the flags of a measuring run (not `--idle`) and parses the target, before
+/// anything connects: a two-phase run would otherwise find a bad flag only after its
+/// first phase.
+fn check(args: &BenchArgs) -> Result<Target, BenchError> {
     if !(64..=16_384).contains(&args.window) {
         return Err(BenchError::Flag(
             "--window must be between 64 and 16384".into(),
@@ -227,10 +230,12 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
             "--subscribers, --publishers and --client-threads must be at least 1, and --slow at most --subscribers".into(),
         ));
     }
-    if !(args.duration > 0.0 && args.duration.is_finite() && args.warmup >= 0.0 && args.rate >= 0.0)
-    {
+    let finite = [args.duration, args.warmup, args.rate]
+        .iter()
+        .all(|x| x.is_finite());
+    if !(finite && args.duration > 0.0 && args.warmup >= 0.0 && args.rate >= 0.0) {
         return Err(BenchError::Flag(
-            "--duration must be positive; --warmup and --rate not negative".into(),
+            "--duration must be a positive number of seconds; --warmup and --rate finite and not negative".into(),
         ));
     }
     let (soft, _) = crate::raise_fd_limit();
@@ -240,7 +245,12 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
             "{needed} sockets need `ulimit -n` of at least that; it is {soft}"
         )));
     }
-    let target = Target::parse(&args.target)?;
+    Target::parse(&args.target)
+}
+
+/// Runs the bench and returns what it measured (progress lines go to stderr).
+pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
+    let target = check(args)?;
     let query = format!("types={}", args.event_type);
     let base = Instant::now();
     eprintln!(

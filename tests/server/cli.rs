@@ -75,6 +75,37 @@ fn bad_flag_values_exit_2_naming_the_flag() {
 }
 
 #[test]
+fn bench_checks_its_flags_before_it_connects() {
+    // Nothing listens here, so a bench that connected first would say so instead.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("ws://127.0.0.1:{port}/ws/events");
+    for (args, names) in [
+        // Two phases: the first has no slow subscribers, the second is the bad one.
+        (&["--subscribers", "10", "--slow", "20"][..], "--slow"),
+        (&["--rate", "inf"], "--rate"),
+        (&["--warmup", "nan"], "--warmup"),
+        (
+            &["--replayers", "2", "--client-threads", "0"],
+            "--client-threads",
+        ),
+    ] {
+        let out = firehose()
+            .args(["bench", "--duration", "1", "--target", &target])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+        assert!(!err.contains("connect"), "{args:?} connected first: {err}");
+    }
+}
+
+#[test]
 fn serve_answers_and_sigterm_closes_clients_with_going_away() {
     let dir = std::env::temp_dir().join(format!("firehose-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
