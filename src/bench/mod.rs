@@ -54,10 +54,11 @@ pub struct BenchArgs {
     /// Unconfirmed publishes allowed in flight per publisher (64 to 16384).
     #[arg(long, default_value_t = 4096)]
     pub window: u64,
-    /// Seconds to measure.
+    /// Seconds to measure (at most 86,400; with `--idle`, how long the connections are held,
+    /// 0 allowed).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Seconds to run before measuring.
+    /// Seconds to run before measuring (at most 86,400).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
     /// Threads reading subscriber connections.
@@ -159,6 +160,7 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
 /// Runs the bench described by `args` and prints its report.
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     if args.idle > 0 {
+        check_seconds("--duration", args.duration, true)?;
         let (soft, _) = crate::raise_fd_limit();
         if soft < (args.idle + 64) as u64 {
             return Err(BenchError::Flag(format!(
@@ -212,6 +214,22 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The longest `--duration` or `--warmup`, as `firehose stress` allows.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Checks a number of seconds `flag` gives: finite, at most [`MAX_SECONDS`], above 0
+/// unless `zero` allows it.
+fn check_seconds(flag: &str, value: f64, zero: bool) -> Result<(), BenchError> {
+    let low_ok = if zero { value >= 0.0 } else { value > 0.0 };
+    if low_ok && value <= MAX_SECONDS {
+        return Ok(());
+    }
+    Err(BenchError::Flag(format!(
+        "{flag} must be a number of seconds {} 0 and {MAX_SECONDS}, not {value}",
+        if zero { "between" } else { "above" }
+    )))
+}
+
 /// Checks the flags of a measuring run (not `--idle`) and parses the target, before
 /// anything connects: a two-phase run would otherwise find a bad flag only after its
 /// first phase.
@@ -230,13 +248,13 @@ fn check(args: &BenchArgs) -> Result<Target, BenchError> {
             "--subscribers, --publishers and --client-threads must be at least 1, and --slow at most --subscribers".into(),
         ));
     }
-    let finite = [args.duration, args.warmup, args.rate]
-        .iter()
-        .all(|x| x.is_finite());
-    if !(finite && args.duration > 0.0 && args.warmup >= 0.0 && args.rate >= 0.0) {
-        return Err(BenchError::Flag(
-            "--duration must be a positive number of seconds; --warmup and --rate finite and not negative".into(),
-        ));
+    check_seconds("--duration", args.duration, false)?;
+    check_seconds("--warmup", args.warmup, true)?;
+    if !(args.rate.is_finite() && args.rate >= 0.0) {
+        return Err(BenchError::Flag(format!(
+            "--rate must be events per second, 0 for as fast as taken, not {}",
+            args.rate
+        )));
     }
     let (soft, _) = crate::raise_fd_limit();
     let needed = (args.subscribers + args.publishers + 64) as u64;

@@ -88,6 +88,8 @@ fn bench_checks_its_flags_before_it_connects() {
         (&["--subscribers", "10", "--slow", "20"][..], "--slow"),
         (&["--rate", "inf"], "--rate"),
         (&["--warmup", "nan"], "--warmup"),
+        (&["--duration", "1e30"], "--duration"),
+        (&["--rate=-1"], "--rate"),
         (
             &["--replayers", "2", "--client-threads", "0"],
             "--client-threads",
