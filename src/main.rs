@@ -40,6 +40,8 @@ fn main() -> ExitCode {
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
     let config = args.config().map_err(|e| e.to_string())?;
+    // Before the warning below, so a bad flag is the only thing said.
+    config.validate().map_err(|e| e.to_string())?;
     let (soft, hard) = firehose::raise_fd_limit();
     if (soft as usize) < config.max_connections {
         eprintln!(

@@ -62,14 +62,18 @@ fn help_documents_every_serve_flag() {
 
 #[test]
 fn bad_flag_values_exit_2_naming_the_flag() {
+    // A --max-connections above any open-files limit, which would be warned about: a bad
+    // flag is reported alone, before any warning.
     let out = firehose()
-        .args(["serve", "--port", "0", "--queue-capacity", "0"])
+        .args(["serve", "--port", "0", "--max-connections", "1000000000"])
+        .args(["--queue-capacity", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("--queue-capacity must be greater than 0"),
+    assert_eq!(
+        err.trim(),
+        "firehose: --queue-capacity must be greater than 0",
         "{err}"
     );
 }
