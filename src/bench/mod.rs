@@ -177,24 +177,25 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             "--replayers and --slow each compare two phases: use one at a time".into(),
         ));
     }
-    check(args)?;
+    // Once for every phase: a phase differs only in what the full flags already allow.
+    let target = check(args)?;
     if args.replayers > 0 {
         let baseline_args = BenchArgs {
             replayers: 0,
             ..args.clone()
         };
         eprintln!("bench: phase 1 of 2: no replay");
-        let baseline = measure(&baseline_args)?;
+        let baseline = measure_at(&baseline_args, &target)?;
         eprintln!(
             "bench: phase 2 of 2: {} clients resume from id 0 as it starts",
             args.replayers
         );
-        let with = measure(args)?;
+        let with = measure_at(args, &target)?;
         print_comparison(args, &baseline, &with, "with replay");
         return Ok(());
     }
     if args.slow == 0 {
-        let report = measure(args)?;
+        let report = measure_at(args, &target)?;
         print_report(args, &report);
         return Ok(());
     }
@@ -203,12 +204,12 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ..args.clone()
     };
     eprintln!("bench: phase 1 of 2: no slow subscribers");
-    let baseline = measure(&baseline_args)?;
+    let baseline = measure_at(&baseline_args, &target)?;
     eprintln!(
         "bench: phase 2 of 2: {} of {} subscribers never read",
         args.slow, args.subscribers
     );
-    let slow = measure(args)?;
+    let slow = measure_at(args, &target)?;
     let label = format!("{} never reading", args.slow);
     print_comparison(args, &baseline, &slow, &label);
     Ok(())
@@ -268,7 +269,11 @@ fn check(args: &BenchArgs) -> Result<Target, BenchError> {
 
 /// Runs the bench and returns what it measured (progress lines go to stderr).
 pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
-    let target = check(args)?;
+    measure_at(args, &check(args)?)
+}
+
+/// [`measure`] with `args` checked and its target parsed.
+fn measure_at(args: &BenchArgs, target: &Target) -> Result<Report, BenchError> {
     let query = format!("types={}", args.event_type);
     let base = Instant::now();
     eprintln!(
@@ -280,9 +285,9 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         (0..args.client_threads).map(|_| Vec::new()).collect();
     for i in 0..args.subscribers {
         let conn = client::connect(
-            &target,
+            target,
             &query,
-            client::source_for(&target, i, args.source_addrs),
+            client::source_for(target, i, args.source_addrs),
         )?;
         if i < args.slow {
             slow.push(conn);
@@ -320,9 +325,9 @@ pub fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
     for i in 0..args.publishers {
         // Publishers subscribe to a type nobody publishes, so they receive only answers.
         let (stream, _) = client::connect(
-            &target,
+            target,
             "types=bench.publisher.answers-only",
-            client::source_for(&target, args.subscribers + i, args.source_addrs),
+            client::source_for(target, args.subscribers + i, args.source_addrs),
         )?;
         let sent = Arc::new(publisher::Sent::default());
         pub_totals.push(Arc::clone(&sent));
