@@ -226,8 +226,12 @@ fn check_seconds(flag: &str, value: f64, zero: bool) -> Result<(), BenchError> {
         return Ok(());
     }
     Err(BenchError::Flag(format!(
-        "{flag} must be a number of seconds {} 0 and {MAX_SECONDS}, not {value}",
-        if zero { "between" } else { "above" }
+        "{flag} must be a number of seconds {}, not {value}",
+        if zero {
+            format!("from 0 to {MAX_SECONDS}")
+        } else {
+            format!("above 0 and at most {MAX_SECONDS}")
+        }
     )))
 }
 
