@@ -33,9 +33,10 @@
 //! Memory: a slot is an `EpochCell` (in `sync.rs`). A reader pins
 //! crossbeam-epoch just long enough to take a reference to the value; an emptied slot's
 //! own reference is released once every reader pinned before the trim has unpinned, and
-//! released by the trimmer itself ([`EventLog::reclaim`]), so readers and publishers never
-//! spend their time freeing trimmed events. Installing into an empty slot needs neither:
-//! one compare-and-swap on the slot's pointer.
+//! released by the trimmer itself ([`EventLog::reclaim`]), so readers and publishers do not
+//! spend their time freeing trimmed events (a reader that still holds its own reference
+//! to a value by then, from [`EventLog::read`], frees it as it lets go). Installing into
+//! an empty slot needs neither: one compare-and-swap on the slot's pointer.
 //!
 //! A publisher preempted between claiming and installing holds readers at its sequence
 //! number until it runs again (the classic multi-producer ring trade-off); it never holds

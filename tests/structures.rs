@@ -193,6 +193,11 @@ impl Drop for Counted {
 
 /// Trimmed events are freed by the trimmer, never by a reader (whose pins would otherwise
 /// run crossbeam-epoch's deferred drops) or a publisher, and every one is freed once.
+///
+/// The readers peek, pinned for each look, rather than `read`: a `read` holds a reference
+/// of its own, unpinned, and a reader descheduled while holding it past the value's trim
+/// and release drops the last reference itself (see the next test). That is the design,
+/// but made this test fail in one run out of several hundred.
 #[test]
 fn log_trimmer_frees_what_it_trims_and_readers_free_nothing() {
     const TOTAL: u64 = 200_000;
@@ -238,7 +243,7 @@ fn log_trimmer_frees_what_it_trims_and_readers_free_nothing() {
             thread::spawn(move || {
                 let mut cursor = 1;
                 while cursor <= TOTAL {
-                    match log.read(cursor, |v| v.seq) {
+                    match log.peek(cursor, |v| v.seq) {
                         Read::Ready(seq) => {
                             assert_eq!(seq, cursor);
                             cursor += 1;
@@ -285,6 +290,37 @@ fn log_trimmer_frees_what_it_trims_and_readers_free_nothing() {
         TOTAL,
         "the rest with the log"
     );
+}
+
+/// A value trimmed and released while a reader holds its own reference (`read`) stays
+/// valid, and the reader frees it as it lets go.
+#[test]
+fn a_value_trimmed_while_read_is_freed_by_its_reader() {
+    let log = EventLog::<Counted>::with_capacity(8);
+    let dropped_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    log.append_with(|seq| Counted {
+        seq,
+        dropped_on: Arc::clone(&dropped_on),
+    });
+    let read = log.read(1, |v| {
+        thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(log.trim_through(1), 1);
+                // Released once every thread pinned at the trim has unpinned (other
+                // tests' threads too): this one holds a reference, not a pin.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while log.unreclaimed() > 0 && std::time::Instant::now() < deadline {
+                    log.reclaim();
+                    thread::sleep(std::time::Duration::from_millis(1));
+                }
+                assert_eq!(log.unreclaimed(), 0, "released while the reader holds it");
+            });
+        });
+        assert!(dropped_on.lock().unwrap().is_empty(), "still held");
+        v.seq
+    });
+    assert_eq!(read, Read::Ready(1));
+    assert_eq!(*dropped_on.lock().unwrap(), [thread::current().id()]);
 }
 
 #[derive(Debug, Clone)]
