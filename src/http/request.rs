@@ -42,6 +42,9 @@ pub struct Request {
     pub ws_version: Option<String>,
     /// `Last-Event-ID` (what a reconnecting `EventSource` sends).
     pub last_event_id: Option<String>,
+    /// `Expect: 100-continue` in an HTTP/1.1 request: the client waits for an interim
+    /// `100 Continue` (or a final answer) before it sends the body.
+    pub expect_continue: bool,
 }
 
 impl Request {
@@ -77,7 +80,13 @@ pub enum HttpError {
     /// `Content-Length` unparsable or sent twice with different values.
     #[error("invalid Content-Length header")]
     BadContentLength,
+    /// An `Expect` other than `100-continue` (the value, cut to [`MAX_ECHO`] characters).
+    #[error("Expect: {0:?} cannot be met: the only expectation supported is 100-continue")]
+    ExpectationFailed(String),
 }
+
+/// Characters of a refused header value quoted back in the error.
+pub const MAX_ECHO: usize = 64;
 
 impl HttpError {
     /// The status code of the answer.
@@ -87,6 +96,7 @@ impl HttpError {
             HttpError::HeadTooLarge(_) | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge { .. } => 413,
             HttpError::LengthRequired => 411,
+            HttpError::ExpectationFailed(_) => 417,
         }
     }
 }
@@ -168,6 +178,16 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)
             req.ws_key = Some(String::from_utf8_lossy(h.value).trim().to_owned());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             req.ws_version = Some(String::from_utf8_lossy(h.value).trim().to_owned());
+        } else if name.eq_ignore_ascii_case("expect") && version >= 1 {
+            // HTTP/1.0 clients cannot wait for a 100, so their Expect is ignored
+            // (RFC 9110, 10.1.1).
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                let value = String::from_utf8_lossy(h.value);
+                return Err(HttpError::ExpectationFailed(
+                    value.trim().chars().take(MAX_ECHO).collect(),
+                ));
+            }
+            req.expect_continue = true;
         } else if name.eq_ignore_ascii_case("last-event-id") {
             req.last_event_id = Some(String::from_utf8_lossy(h.value).trim().to_owned());
         }
@@ -243,6 +263,40 @@ mod tests {
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             431
         );
+    }
+
+    #[test]
+    fn expect_is_100_continue_on_http_1_1_or_refused() {
+        let parse = |raw: &[u8]| parse_head(raw, &LIMITS).map(|r| r.unwrap().0.expect_continue);
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
+            Ok(true)
+        );
+        assert_eq!(
+            parse(b"POST / HTTP/1.1\r\nexpect:  100-CONTINUE \r\n\r\n"),
+            Ok(true)
+        );
+        assert_eq!(parse(b"POST / HTTP/1.1\r\n\r\n"), Ok(false));
+        // HTTP/1.0: ignored, whatever it says.
+        assert_eq!(
+            parse(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n"),
+            Ok(false)
+        );
+        assert_eq!(parse(b"POST / HTTP/1.0\r\nExpect: x\r\n\r\n"), Ok(false));
+        for value in ["", "100-continue, x", "200-ok"] {
+            let raw = format!("POST / HTTP/1.1\r\nExpect: {value}\r\n\r\n");
+            assert_eq!(
+                parse(raw.as_bytes()),
+                Err(HttpError::ExpectationFailed(value.into()))
+            );
+        }
+        // The value quoted back is cut short, on a character boundary.
+        let long = format!("POST / HTTP/1.1\r\nExpect: {}\r\n\r\n", "é".repeat(100));
+        let Err(e) = parse(long.as_bytes()) else {
+            panic!("accepted")
+        };
+        assert_eq!(e.status(), 417);
+        assert_eq!(e, HttpError::ExpectationFailed("é".repeat(MAX_ECHO)));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Response {
 }
 
 impl Response {
+    /// The interim answer to `Expect: 100-continue`: send the body.
+    pub const CONTINUE: Bytes = Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n");
+
     /// A JSON response.
     pub fn json(status: u16, value: &Value) -> Self {
         Self {
@@ -82,6 +85,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -83,7 +83,7 @@ impl HttpSession {
             return HttpStep::Continue;
         }
         loop {
-            let req = match self.pending.take() {
+            let mut req = match self.pending.take() {
                 Some(req) => *req,
                 None => match parse_head(&self.inbuf, &limits) {
                     Ok(None) => break,
@@ -100,6 +100,14 @@ impl HttpSession {
             };
             let body_len = req.body_len();
             if self.inbuf.len() < body_len {
+                // The client waits for this before sending the body (RFC 9110, 10.1.1);
+                // not needed once some of it came anyway. Sent once: the flag is cleared.
+                if std::mem::take(&mut req.expect_continue)
+                    && self.inbuf.is_empty()
+                    && out.push_control(Response::CONTINUE).is_err()
+                {
+                    return self.overloaded(engine, out);
+                }
                 self.pending = Some(Box::new(req));
                 break;
             }

@@ -164,3 +164,81 @@ fn bad_control_messages_are_answered_and_the_connection_stays() {
     let mut notices = Vec::new();
     assert_eq!(next_event(&mut ws, &mut notices)["event_type"], "frag");
 }
+
+/// Reads from `s` until `needle` has arrived (or the read times out); returns everything.
+fn read_until(s: &mut std::net::TcpStream, needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find(&out, needle).is_none() {
+        match std::io::Read::read(s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    // Without the interim answer the client waits (curl: one second) and this server
+    // would wait for the body until the handshake timeout.
+    let bridge = server(|c| {
+        c.handshake_timeout = std::time::Duration::from_secs(5);
+        c.max_body_bytes = 1000;
+    });
+    let addr = bridge.local_addr();
+    let body = r#"{"event_type":"a.b","source":"s"}"#;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let head = |expect: &str, len: usize| {
+        format!("POST /publish HTTP/1.1\r\nHost: x\r\nExpect: {expect}\r\nContent-Length: {len}\r\n\r\n")
+    };
+    // Twice on one connection: each request gets its own 100.
+    for id in 1..=2 {
+        s.write_all(head("100-Continue", body.len()).as_bytes())
+            .unwrap();
+        let interim = read_until(&mut s, b"\r\n\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&interim),
+            "HTTP/1.1 100 Continue\r\n\r\n"
+        );
+        s.write_all(body.as_bytes()).unwrap();
+        let answer = read_until(&mut s, format!(r#"{{"ids":[{id}]}}"#).as_bytes());
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(!answer.contains("100 Continue"), "{answer}");
+    }
+
+    // A body sent with the head anyway needs no 100.
+    let (status, head_text, _) = http_raw(
+        addr,
+        format!("{}{body}", head("100-continue", body.len())).as_bytes(),
+    );
+    assert_eq!(status, 200, "{head_text}");
+
+    // Too large: the final answer at once, and no 100.
+    let (status, head_text, answer) = http_raw(addr, head("100-continue", 5000).as_bytes());
+    assert_eq!(status, 413, "{head_text}");
+    assert!(error_of(&answer).contains("limit"));
+
+    // An expectation the server cannot meet is refused, saying which.
+    let (status, _, answer) = http_raw(addr, head("bananas", body.len()).as_bytes());
+    assert_eq!(status, 417);
+    let msg = error_of(&answer);
+    assert!(
+        msg.contains("bananas") && msg.contains("100-continue"),
+        "{msg}"
+    );
+
+    // HTTP/1.0 clients cannot wait for a 100: the header is ignored (RFC 9110, 10.1.1).
+    let (status, _, _) = http_raw(
+        addr,
+        format!(
+            "POST /publish HTTP/1.0\r\nExpect: bananas\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(status, 200);
+}
