@@ -53,6 +53,16 @@ impl Response {
 
     /// Encodes status line, headers and body. `keep_alive` picks the `Connection` header.
     pub fn encode(&self, keep_alive: bool) -> Bytes {
+        self.encode_with(keep_alive, true)
+    }
+
+    /// The answer to a `HEAD`: [`encode`](Self::encode) without the body, its
+    /// `Content-Length` still the body's (RFC 9110, 9.3.2).
+    pub fn encode_head(&self, keep_alive: bool) -> Bytes {
+        self.encode_with(keep_alive, false)
+    }
+
+    fn encode_with(&self, keep_alive: bool, with_body: bool) -> Bytes {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\nCache-Control: no-store\r\n",
             self.status,
@@ -69,7 +79,9 @@ impl Response {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        if with_body {
+            out.extend_from_slice(&self.body);
+        }
         Bytes::from(out)
     }
 }
@@ -91,5 +103,23 @@ pub fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_answer_is_the_get_answer_without_its_body() {
+        let resp = Response::error(404, "no route").with_header("Allow", "GET, HEAD");
+        let (get, head) = (resp.encode(true), resp.encode_head(true));
+        let body = br#"{"error":"no route"}"#;
+        assert!(get.ends_with(body));
+        assert_eq!(&get[..get.len() - body.len()], &head[..]);
+        let head = std::str::from_utf8(&head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(head.ends_with("Allow: GET, HEAD\r\n\r\n"), "{head}");
     }
 }

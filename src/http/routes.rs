@@ -26,9 +26,14 @@ pub enum Routed {
     Ask(Ask),
 }
 
+/// What a `GET` resource allows.
+const GET: &str = "GET, HEAD";
+
 const ROUTES: &str = "GET /health, GET /metrics, GET /stats, POST /publish, GET /ws/events (WebSocket), GET /sse/events (Server-Sent Events), GET /dlq/summary, GET /dlq/entries?limit=N, POST /dlq/retry, GET /spans/recent?limit=N&trace_id=T, GET /connections?limit=N&state=S, GET /connections/{id}/recent";
 
-/// Routes `req` with its complete `body`.
+/// Routes `req` with its complete `body`. A `HEAD` is routed as a `GET` (the caller
+/// sends the answer without its body, [`Response::encode_head`]), except where a `GET`
+/// would switch protocols or stream: those answer 405.
 pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
     let allow = |methods: &str| {
         Routed::Respond(
@@ -42,17 +47,22 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             .with_header("Allow", methods),
         )
     };
-    match (req.path.as_str(), req.method.as_str()) {
+    let method = match req.method.as_str() {
+        "HEAD" => "GET",
+        method => method,
+    };
+    match (req.path.as_str(), method) {
+        ("/ws/events" | "/sse/events", _) if req.method == "HEAD" => allow("GET"),
         ("/health", "GET") => Routed::Respond(Response::json(200, &engine.health())),
-        ("/health", _) => allow("GET"),
+        ("/health", _) => allow(GET),
         ("/metrics", "GET") => Routed::Respond(Response::text(
             200,
             prometheus::CONTENT_TYPE,
             engine.metrics_text(),
         )),
-        ("/metrics", _) => allow("GET"),
+        ("/metrics", _) => allow(GET),
         ("/stats", "GET") => Routed::Respond(Response::json(200, &engine.stats_json())),
-        ("/stats", _) => allow("GET"),
+        ("/stats", _) => allow(GET),
         ("/publish", "POST") => Routed::Respond(publish(req, body, engine)),
         ("/publish", _) => allow("POST"),
         ("/ws/events", "GET") => {
@@ -85,9 +95,9 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
         },
         ("/sse/events", _) => allow("GET"),
         ("/dlq/summary", "GET") => Routed::Respond(dlq::summary(engine.bus.dlq())),
-        ("/dlq/summary", _) => allow("GET"),
+        ("/dlq/summary", _) => allow(GET),
         ("/dlq/entries", "GET") => Routed::Respond(dlq::entries(engine.bus.dlq(), &req.query)),
-        ("/dlq/entries", _) => allow("GET"),
+        ("/dlq/entries", _) => allow(GET),
         ("/dlq/retry", "POST") => Routed::Respond(dlq::retry(engine.bus.dlq(), &req.query, body)),
         ("/dlq/retry", _) => allow("POST"),
         ("/spans/recent", "GET") => Routed::Respond(spans::recent(
@@ -95,14 +105,14 @@ pub fn route(req: &Request, body: &[u8], engine: &Engine) -> Routed {
             engine.bus.tracer().dropped(),
             &req.query,
         )),
-        ("/spans/recent", _) => allow("GET"),
+        ("/spans/recent", _) => allow(GET),
         ("/connections", "GET") => match connections::parse_list(&req.query) {
             Ok(ask) => Routed::Ask(ask),
             Err(e) => Routed::Respond(Response::error(400, &e)),
         },
-        ("/connections", _) => allow("GET"),
+        ("/connections", _) => allow(GET),
         (path, method) => match connections::parse_recent_path(path) {
-            Some(_) if method != "GET" => allow("GET"),
+            Some(_) if method != "GET" => allow(GET),
             Some(Ok(id)) => Routed::Ask(Ask::Recent { id }),
             Some(Err(e)) => Routed::Respond(Response::error(404, &e)),
             None => not_found(path),

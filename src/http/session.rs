@@ -46,9 +46,26 @@ pub struct HttpSession {
     pending: Option<Box<Request>>,
     /// When the current request must be complete.
     deadline: Instant,
-    /// A request waits for its answer ([`HttpStep::Ask`]): whether to keep the connection
-    /// open after it.
-    waiting: Option<bool>,
+    /// A request waits for its answer ([`HttpStep::Ask`]).
+    waiting: Option<Waiting>,
+}
+
+/// What the answer to a waiting request needs to know about the request.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    /// Keep the connection open after it.
+    keep_alive: bool,
+    /// It was a `HEAD`: send the answer without its body.
+    head: bool,
+}
+
+impl Waiting {
+    fn of(req: &Request) -> Self {
+        Self {
+            keep_alive: req.keep_alive,
+            head: req.method == "HEAD",
+        }
+    }
 }
 
 impl HttpSession {
@@ -129,7 +146,7 @@ impl HttpSession {
                     };
                 }
                 Routed::Respond(resp) => {
-                    if let Some(step) = self.respond(&resp, req.keep_alive, engine, out) {
+                    if let Some(step) = self.respond(&resp, Waiting::of(&req), engine, out) {
                         return step;
                     }
                 }
@@ -141,7 +158,7 @@ impl HttpSession {
                     return HttpStep::Sse(sub);
                 }
                 Routed::Ask(ask) => {
-                    self.waiting = Some(req.keep_alive);
+                    self.waiting = Some(Waiting::of(&req));
                     return HttpStep::Ask(ask);
                 }
             }
@@ -156,16 +173,23 @@ impl HttpSession {
     fn respond(
         &mut self,
         resp: &Response,
-        keep_alive: bool,
+        req: Waiting,
         engine: &Engine,
         out: &mut Outbox,
     ) -> Option<HttpStep> {
-        if !keep_alive {
+        let encode = |keep_alive| {
+            if req.head {
+                resp.encode_head(keep_alive)
+            } else {
+                resp.encode(keep_alive)
+            }
+        };
+        if !req.keep_alive {
             engine.http.count(resp.status);
-            out.push_final([resp.encode(false)]);
+            out.push_final([encode(false)]);
             return Some(HttpStep::Close);
         }
-        if out.push_control(resp.encode(true)).is_err() {
+        if out.push_control(encode(true)).is_err() {
             return Some(self.overloaded(engine, out));
         }
         engine.http.count(resp.status);
@@ -186,11 +210,11 @@ impl HttpSession {
         engine: &Engine,
         out: &mut Outbox,
     ) -> HttpStep {
-        let Some(keep_alive) = self.waiting.take() else {
+        let Some(req) = self.waiting.take() else {
             return HttpStep::Continue;
         };
         self.deadline = now + engine.config.handshake_timeout;
-        match self.respond(resp, keep_alive, engine, out) {
+        match self.respond(resp, req, engine, out) {
             Some(step) => step,
             None => self.on_input(&[], now, engine, out),
         }

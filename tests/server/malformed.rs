@@ -242,3 +242,58 @@ fn expect_100_continue_is_answered_before_the_body() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn head_answers_as_get_would_without_the_body() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    // Each HEAD is followed, on the same connection, by a GET that closes: a body sent
+    // after a HEAD answer would sit where the next status line must be.
+    let exchange = |head: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!("HEAD {head} HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        let (first, rest) = out.split_once("\r\n\r\n").expect("a HEAD answer");
+        assert!(
+            rest.starts_with("HTTP/1.1 200 OK"),
+            "HEAD {head} sent a body: {out}"
+        );
+        first.to_owned()
+    };
+    for path in [
+        "/health",
+        "/metrics",
+        "/stats",
+        "/dlq/summary",
+        "/connections",
+    ] {
+        let head = exchange(path);
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "HEAD {path}: {head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert!(len > 0, "HEAD {path} announces the GET's length: {head}");
+    }
+    assert!(exchange("/nope").starts_with("HTTP/1.1 404"));
+    for (path, allow) in [
+        ("/publish", "POST"),
+        ("/ws/events", "GET"),
+        ("/sse/events", "GET"),
+    ] {
+        let head = exchange(path);
+        assert!(head.starts_with("HTTP/1.1 405"), "HEAD {path}: {head}");
+        assert!(head.contains(&format!("Allow: {allow}")), "{head}");
+    }
+    // And the GET resources say they take HEAD.
+    let (status, head, _) = http_raw(addr, b"POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+}
