@@ -39,13 +39,9 @@ impl Target {
     }
 }
 
-/// Connects from `source` (if given) and upgrades to WebSocket with `query`.
-/// Returns the blocking stream and bytes received after the 101 response.
-pub fn connect(
-    target: &Target,
-    query: &str,
-    source: Option<IpAddr>,
-) -> Result<(TcpStream, Vec<u8>), BenchError> {
+/// Connects from `source` (if given): a blocking stream with no delay and a 10 s read
+/// timeout.
+pub fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, BenchError> {
     let io = |e: io::Error| BenchError::Connect(target.addr, e);
     let socket = Socket::new(
         Domain::for_address(target.addr),
@@ -59,11 +55,23 @@ pub fn connect(
     socket
         .connect_timeout(&target.addr.into(), Duration::from_secs(10))
         .map_err(io)?;
-    let mut stream: TcpStream = socket.into();
+    let stream: TcpStream = socket.into();
     stream.set_nodelay(true).map_err(io)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
+    Ok(stream)
+}
+
+/// Connects from `source` (if given) and upgrades to WebSocket with `query`.
+/// Returns the blocking stream and bytes received after the 101 response.
+pub fn connect(
+    target: &Target,
+    query: &str,
+    source: Option<IpAddr>,
+) -> Result<(TcpStream, Vec<u8>), BenchError> {
+    let io = |e: io::Error| BenchError::Connect(target.addr, e);
+    let mut stream = open(target, source)?;
     let sep = if query.is_empty() { "" } else { "?" };
     let req = format!(
         "GET {}{sep}{query} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",

@@ -1,8 +1,9 @@
 //! `firehose bench`: the end-to-end load generator.
 //!
 //! Opens N WebSocket subscribers (spread over loopback source addresses 127.0.0.2, …),
-//! K of them never reading, and M publishers sending `{"op":"publish"}` frames whose payload
-//! carries a monotonic timestamp; measures delivered events/s and publish→receive latency
+//! K of them never reading, and M publishers sending `{"op":"publish"}` frames or
+//! `POST /publish` requests (`--publish-over`) whose payload carries a monotonic
+//! timestamp; measures delivered events/s and publish→receive latency
 //! (sampled), and, with `--server-pid`, the server's CPU seconds and RSS. Prints a progress
 //! line each second, then a table and one JSON line.
 //!
@@ -27,6 +28,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use client::Target;
+pub use publisher::Over;
 
 /// `firehose bench` flags.
 #[derive(Debug, Clone, Args)]
@@ -51,9 +53,16 @@ pub struct BenchArgs {
     /// Events per second across all publishers; 0 = as fast as the server takes them.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Unconfirmed publishes allowed in flight per publisher (64 to 16384).
-    #[arg(long, default_value_t = 4096)]
-    pub window: u64,
+    /// How publishers send: `ws`, `{"op":"publish"}` messages on a WebSocket connection to
+    /// --target; `http`, `POST /publish` requests (one event each) pipelined on a kept-alive
+    /// connection to --target's host and port.
+    #[arg(long, value_enum, default_value_t = Over::Ws)]
+    pub publish_over: Over,
+    /// Unconfirmed publishes allowed in flight per publisher: 64 to 16384 over WebSocket
+    /// (default 4096), 1 to 128 over HTTP (default 128; the server refuses a client that
+    /// leaves more than 256 answers unread).
+    #[arg(long)]
+    pub window: Option<u64>,
     /// Seconds to measure (at most 86,400; with `--idle`, how long the connections are held,
     /// 0 allowed).
     #[arg(long, default_value_t = 10.0)]
@@ -239,10 +248,12 @@ fn check_seconds(flag: &str, value: f64, zero: bool) -> Result<(), BenchError> {
 /// anything connects: a two-phase run would otherwise find a bad flag only after its
 /// first phase.
 fn check(args: &BenchArgs) -> Result<Target, BenchError> {
-    if !(64..=16_384).contains(&args.window) {
-        return Err(BenchError::Flag(
-            "--window must be between 64 and 16384".into(),
-        ));
+    let (low, high) = window_range(args.publish_over);
+    if !(low..=high).contains(&window(args)) {
+        return Err(BenchError::Flag(format!(
+            "--window must be from {low} to {high} with --publish-over {}",
+            args.publish_over.name()
+        )));
     }
     if args.slow > args.subscribers
         || args.subscribers == 0
@@ -269,6 +280,23 @@ fn check(args: &BenchArgs) -> Result<Target, BenchError> {
         )));
     }
     Target::parse(&args.target)
+}
+
+/// The `--window` values allowed over `over`.
+fn window_range(over: Over) -> (u64, u64) {
+    match over {
+        // A `ref` every 64 messages confirms them: a smaller window would wait forever.
+        Over::Ws => (64, 16_384),
+        Over::Http => (1, publisher::MAX_HTTP_WINDOW),
+    }
+}
+
+/// `--window`, or its default for the transport.
+fn window(args: &BenchArgs) -> u64 {
+    args.window.unwrap_or(match args.publish_over {
+        Over::Ws => 4096,
+        Over::Http => publisher::MAX_HTTP_WINDOW,
+    })
 }
 
 /// Runs the bench and returns what it measured (progress lines go to stderr).
@@ -320,19 +348,21 @@ fn measure_at(args: &BenchArgs, target: &Target) -> Result<Report, BenchError> {
     }
     let plan = publisher::Plan {
         payload_bytes: args.payload_bytes,
-        window: args.window,
+        window: window(args),
         rate: (args.rate > 0.0).then(|| args.rate / args.publishers as f64),
         event_type: args.event_type.clone(),
+        over: args.publish_over,
+        host: target.addr.to_string(),
     };
     let mut pubs = Vec::new();
     let mut pub_totals = Vec::new();
     for i in 0..args.publishers {
-        // Publishers subscribe to a type nobody publishes, so they receive only answers.
-        let (stream, _) = client::connect(
-            target,
-            "types=bench.publisher.answers-only",
-            client::source_for(target, args.subscribers + i, args.source_addrs),
-        )?;
+        let source = client::source_for(target, args.subscribers + i, args.source_addrs);
+        let stream = match args.publish_over {
+            // Publishers subscribe to a type nobody publishes, so they receive only answers.
+            Over::Ws => client::connect(target, "types=bench.publisher.answers-only", source)?.0,
+            Over::Http => client::open(target, source)?,
+        };
         let sent = Arc::new(publisher::Sent::default());
         pub_totals.push(Arc::clone(&sent));
         let (plan, stop) = (plan.clone(), Arc::clone(&stop));
@@ -439,6 +469,7 @@ fn report_json(args: &BenchArgs, r: &Report, slow: usize) -> serde_json::Value {
     let rate = |n: u64| n as f64 / r.seconds;
     json!({
         "subscribers": args.subscribers, "slow": slow, "publishers": args.publishers,
+        "publish_over": args.publish_over.name(),
         "payload_bytes": args.payload_bytes, "rate": args.rate, "seconds": r.seconds,
         "published": r.published, "published_per_s": rate(r.published),
         "delivered": r.delivered, "delivered_per_s": rate(r.delivered), "notices": r.notices,
@@ -531,8 +562,9 @@ fn print_report(args: &BenchArgs, r: &Report) {
         args.subscribers, args.slow
     );
     println!(
-        "  publishers         {} (payload {} B, {})",
+        "  publishers         {} over {} (payload {} B, {})",
         args.publishers,
+        args.publish_over.name(),
         args.payload_bytes,
         rate_label(args)
     );

@@ -98,6 +98,9 @@ fn bench_checks_its_flags_before_it_connects() {
             &["--replayers", "2", "--client-threads", "0"],
             "--client-threads",
         ),
+        (&["--publish-over", "http", "--window", "200"], "--window"),
+        (&["--window", "32"], "--window"),
+        (&["--publish-over", "udp"], "--publish-over"),
     ] {
         let out = firehose()
             .args(["bench", "--duration", "1", "--target", &target])
@@ -270,4 +273,42 @@ fn stress_check_fails_with_status_1_and_says_why() {
     let out = stress(&["--failing-subscriber-ratio", "2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--failing-subscriber-ratio"));
+}
+
+/// One `firehose bench` run against `target`; its JSON line.
+fn bench_json(target: &str, args: &[&str]) -> serde_json::Value {
+    let out = firehose()
+        .args(["bench", "--target", target, "--subscribers", "10"])
+        .args(["--duration", "1", "--warmup", "0.3", "--source-addrs", "0"])
+        .args(args)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn bench_publishes_over_websocket_or_http_and_measures_delivery() {
+    let bridge = crate::support::server(|_| {});
+    let target = format!("ws://{}/ws/events", bridge.local_addr());
+    let mut published_before = bridge.bus().last_id();
+    for over in ["ws", "http"] {
+        let report = bench_json(&target, &["--publish-over", over]);
+        assert_eq!(report["publish_over"], over);
+        let published = report["published"].as_u64().unwrap();
+        let delivered = report["delivered"].as_u64().unwrap();
+        assert!(published > 0, "{over}: {report}");
+        // Ten subscribers each take every event (windows of the count differ slightly).
+        assert!(delivered > 5 * published, "{over}: {report}");
+        assert!(report["latency_us"]["samples"].as_u64().unwrap() > 0);
+        // The server published them: its ids moved on at least as far.
+        let last = bridge.bus().last_id();
+        assert!(last - published_before >= published, "{over}: {report}");
+        published_before = last;
+    }
 }
