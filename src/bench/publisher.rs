@@ -28,6 +28,8 @@ pub const MAX_HTTP_WINDOW: u64 = 128;
 
 /// Largest answer head accepted from the server.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
+/// Largest answer body accepted (firehose's is `{"ids":[N]}` or an error message).
+const MAX_ANSWER_BODY: usize = 64 * 1024;
 
 /// How publishers send.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -228,6 +230,11 @@ impl Answers {
                         .into(),
                 ));
             };
+            if len > MAX_ANSWER_BODY {
+                return Err(BenchError::Publish(format!(
+                    "POST /publish answered with a {len}-byte body, over {MAX_ANSWER_BODY}: is --target a firehose server?"
+                )));
+            }
             let Some(body) = rest.get(head.len..head.len + len) else {
                 return Ok(at);
             };
@@ -310,5 +317,11 @@ mod tests {
         let refused = crate::http::response::Response::error(400, "bad event").encode(true);
         let err = answers.read(Over::Http, &refused).unwrap_err();
         assert!(err.to_string().contains("400") && err.to_string().contains("bad event"));
+        // A server announcing a body it will never finish is refused, not waited for.
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", usize::MAX);
+        let err = Answers::default()
+            .read(Over::Http, huge.as_bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("body"), "{err}");
     }
 }
