@@ -28,6 +28,11 @@ impl Moment {
         Moment(NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN))
     }
 
+    /// `ns` nanoseconds after this clock's base (0 reads as 1).
+    pub fn from_base_ns(ns: u64) -> Self {
+        Moment(NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN))
+    }
+
     /// Its [`tick`], without reading the base again.
     pub fn tick(self) -> u32 {
         tick_at_ns(self.0.get())

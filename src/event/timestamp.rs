@@ -31,7 +31,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::tsc;
-use crate::clock::{self, Moment};
+use crate::clock::Moment;
 
 /// The longest a thread's anchor is used before it reads the wall clock again.
 pub const REANCHOR: Duration = Duration::from_millis(1);
@@ -109,7 +109,7 @@ impl Anchor {
     fn stamp(&self, at: Instant, ns: u64) -> Stamp {
         Stamp {
             at,
-            tick: clock::tick_at_ns(self.clock_ns + ns),
+            moment: Moment::from_base_ns(self.clock_ns + ns),
             wall_us: self.wall_us + ns / 1_000,
         }
     }
@@ -183,8 +183,9 @@ fn scale(ticks: u64, ns_per_tick: u64) -> u64 {
 pub struct Stamp {
     /// The monotonic reading: latency and spans are measured from it.
     pub at: Instant,
-    /// `at` as a [`crate::clock`] tick (what queued frames carry).
-    pub tick: u32,
+    /// `at` in 8 bytes, as the log keeps it ([`Moment`]); its tick is what queued frames
+    /// carry.
+    pub moment: Moment,
     /// Microseconds since the Unix epoch at `at` (the `timestamp` field, [`format()`]).
     pub wall_us: u64,
 }
@@ -274,6 +275,7 @@ fn second_text(second: u64) -> [u8; SECOND_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
 
     fn text(t: &[u8; LEN]) -> &str {
         std::str::from_utf8(t).unwrap()
@@ -323,7 +325,10 @@ mod tests {
         let mut stamps = 0;
         while Instant::now() < until {
             let s = now();
-            assert_eq!(s.tick, clock::tick(s.at), "{s:?}");
+            assert_eq!(s.moment.tick(), clock::tick(s.at), "{s:?}");
+            // The moment is the instant, to the nanosecond once the clock's base is set.
+            let off = s.moment.instant().max(s.at) - s.moment.instant().min(s.at);
+            assert!(off < Duration::from_micros(1), "{s:?}");
             stamps += 1;
         }
         assert!(stamps > 5);
