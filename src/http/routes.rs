@@ -134,6 +134,16 @@ fn publish(req: &Request, body: &[u8], engine: &Engine) -> Response {
     if req.content_length.is_none() {
         return Response::error(411, "POST /publish needs a Content-Length header");
     }
+    if !req.query.is_empty() {
+        // Ignored, a `?priority=critical` would publish what the caller did not mean.
+        return Response::error(
+            400,
+            &format!(
+                "POST /publish takes no query ({:?}): every field goes in the JSON body; nothing was published",
+                req.query.chars().take(128).collect::<String>()
+            ),
+        );
+    }
     let events = match parse_publish_body(body, engine.config.max_batch_events) {
         Ok(events) => events,
         Err(e) => return Response::error(400, &e.to_string()),

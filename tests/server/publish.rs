@@ -69,6 +69,17 @@ fn http_publish_answers_ids_and_delivers_in_order() {
     assert_eq!(status, 400);
     assert!(body["error"].as_str().unwrap().contains("bad type"));
     assert_eq!(bridge.bus().last_id(), first + 3);
+
+    // Options in the query would be ignored, so they are refused: nothing is published.
+    let event = r#"{"event_type":"a","source":"s"}"#;
+    let (status, body) = http_json(addr, "POST", "/publish?priority=critical", event);
+    assert_eq!(status, 400);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("query") && msg.contains("priority=critical"),
+        "{msg}"
+    );
+    assert_eq!(bridge.bus().last_id(), first + 3);
 }
 
 #[test]
