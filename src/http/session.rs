@@ -47,19 +47,20 @@ pub struct HttpSession {
     /// When the current request must be complete.
     deadline: Instant,
     /// A request waits for its answer ([`HttpStep::Ask`]).
-    waiting: Option<Waiting>,
+    waiting: Option<ReplyTo>,
 }
 
-/// What the answer to a waiting request needs to know about the request.
+/// What an answer needs to know about the request it answers (kept while a request
+/// waits for its answer).
 #[derive(Clone, Copy, Debug)]
-struct Waiting {
+struct ReplyTo {
     /// Keep the connection open after it.
     keep_alive: bool,
     /// It was a `HEAD`: send the answer without its body.
     head: bool,
 }
 
-impl Waiting {
+impl ReplyTo {
     fn of(req: &Request) -> Self {
         Self {
             keep_alive: req.keep_alive,
@@ -146,7 +147,7 @@ impl HttpSession {
                     };
                 }
                 Routed::Respond(resp) => {
-                    if let Some(step) = self.respond(&resp, Waiting::of(&req), engine, out) {
+                    if let Some(step) = self.respond(&resp, ReplyTo::of(&req), engine, out) {
                         return step;
                     }
                 }
@@ -158,7 +159,7 @@ impl HttpSession {
                     return HttpStep::Sse(sub);
                 }
                 Routed::Ask(ask) => {
-                    self.waiting = Some(Waiting::of(&req));
+                    self.waiting = Some(ReplyTo::of(&req));
                     return HttpStep::Ask(ask);
                 }
             }
@@ -173,7 +174,7 @@ impl HttpSession {
     fn respond(
         &mut self,
         resp: &Response,
-        req: Waiting,
+        req: ReplyTo,
         engine: &Engine,
         out: &mut Outbox,
     ) -> Option<HttpStep> {
