@@ -24,8 +24,7 @@ impl Moment {
     /// `at`, to the nanosecond.
     pub fn at(at: Instant) -> Self {
         let ns = at.saturating_duration_since(base()).as_nanos();
-        let ns = u64::try_from(ns).unwrap_or(u64::MAX);
-        Moment(NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN))
+        Self::from_base_ns(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
     /// `ns` nanoseconds after this clock's base (0 reads as 1).

@@ -149,13 +149,16 @@ pub fn run(
 /// Appends publish number `n`, stamped `t`, to `out` (`msg` is scratch).
 fn encode(plan: &Plan, n: u64, t: u64, pad: &str, msg: &mut Vec<u8>, out: &mut Vec<u8>) {
     let event_type = &plan.event_type;
-    if plan.over == Over::Ws {
-        msg.extend_from_slice(b"{\"op\":\"publish\",");
-    } else {
-        msg.push(b'{');
-    }
-    let _ = write!(msg, "\"event_type\":\"{event_type}\",\"source\":\"bench\",");
-    if plan.over == Over::Ws && n % REF_EVERY == 0 {
+    // A WebSocket message is an op, and every 64th carries a ref; a POST body is the event.
+    let (open, with_ref) = match plan.over {
+        Over::Ws => ("{\"op\":\"publish\",", n % REF_EVERY == 0),
+        Over::Http => ("{", false),
+    };
+    let _ = write!(
+        msg,
+        "{open}\"event_type\":\"{event_type}\",\"source\":\"bench\","
+    );
+    if with_ref {
         let _ = write!(msg, "\"ref\":{n},");
     }
     let _ = write!(msg, "\"payload\":{{\"t\":{t},\"pad\":\"{pad}\"}}}}");

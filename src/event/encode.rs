@@ -275,7 +275,7 @@ impl Published {
 
     /// The length of the encoded frame, known without encoding (retention counts it).
     pub fn frame_len(&self) -> usize {
-        let json_len = id_prefix_len(self.id) + self.body_len as usize;
+        let json_len = self.json_len();
         header_len(json_len) + json_len
     }
 
@@ -332,7 +332,12 @@ impl Published {
 
     /// Where the JSON starts in the frame: the header's length.
     fn json_at(&self) -> usize {
-        header_len(id_prefix_len(self.id) + self.body_len as usize)
+        header_len(self.json_len())
+    }
+
+    /// The JSON object's length: `{"id":N,` and the body.
+    fn json_len(&self) -> usize {
+        id_prefix_len(self.id) + self.body_len as usize
     }
 
     fn encode(&self, source: &str, payload: &RawValue) -> Bytes {
