@@ -13,7 +13,8 @@ use crate::stress::StressArgs;
 
 /// firehose: a lock-free event fan-out engine. Publishers push events (in-process,
 /// POST /publish, WebSocket publish messages); firehose delivers them to many WebSocket
-/// subscribers, with bounded per-client queues so a slow client never slows anyone else.
+/// and Server-Sent Events subscribers, with bounded per-client queues so a slow client
+/// never slows anyone else.
 #[derive(Debug, Parser)]
 #[command(name = "firehose", version, propagate_version = true)]
 pub struct Cli {
@@ -25,9 +26,10 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: WebSocket subscriptions on /ws/events, POST /publish, GET /health
-    /// and the dead-letter queue (/dlq/summary, /dlq/entries, POST /dlq/retry), all on one
-    /// port.
+    /// Run the server, all on one port: subscriptions over WebSocket (/ws/events) and
+    /// Server-Sent Events (/sse/events), POST /publish, the dead-letter queue (/dlq/summary,
+    /// /dlq/entries, POST /dlq/retry), and GET /health, /metrics, /stats, /connections and
+    /// /spans/recent.
     Serve(ServeArgs),
     /// Measure a running fan-out server end to end: N WebSocket subscribers, publishers
     /// sending as fast as the server takes them (or at a set rate), delivered msg/s and
@@ -54,8 +56,8 @@ pub struct ServeArgs {
     /// Do not pin I/O threads to cores.
     #[arg(long)]
     pub no_pin: bool,
-    /// Events a subscriber may have waiting (1 to 4,294,967,295); when full, newer events are
-    /// dropped for that subscriber only, counted, and reported to it in a `dropped` notice.
+    /// Events a subscriber may have waiting (1 to 4,294,967,295); when full, its overflow
+    /// policy (--overflow) decides what gives way, for that subscriber only.
     #[arg(long, default_value_t = 2_000)]
     pub queue_capacity: usize,
     /// Bytes of events a subscriber may have waiting (at least --max-event-bytes + 50, the largest SSE record, and at
