@@ -652,7 +652,7 @@ mod tests {
         // Byte ranges in the `Arc`'s allocation (its two counts come first). mimalloc's
         // 192-byte blocks start on a cache line. Measured with the publish bench, the
         // trimmer reading one line per event instead of two made `subscriptions/0` 145
-        // against 130 ns (README, *Publish*).
+        // against 130 ns (README, *On an Intel VM*).
         use std::mem::{offset_of, size_of};
         let at = |offset: usize, size: usize| 16 + offset..16 + offset + size;
         let first = [
