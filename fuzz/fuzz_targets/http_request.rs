@@ -13,6 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits { max_header_bytes: 4096, max_body_bytes: 1 << 20 };
     if let Ok(Some((req, used))) = parse_head(data, &limits) {
         assert!(used <= data.len());
+        // Absolute-form targets are reduced to their path.
+        assert!(req.path.starts_with('/'));
         // HTTP/1.0 cannot wait for a 100 Continue.
         assert!(!req.expect_continue || req.minor_version >= 1);
         assert_eq!(parse_head(&data[..used], &limits), Ok(Some((req.clone(), used))));

@@ -107,6 +107,25 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// The path and query of a request target: the origin form (`/p?q`) as it is, and the
+/// absolute form (`http://host/p?q`), which RFC 9112 (3.2.2) says a server must accept,
+/// without its scheme and host. `None` for the other forms (`*`, `host:port`).
+fn path_and_query(target: &str) -> Option<(&str, &str)> {
+    let rest = if target.starts_with('/') {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let web = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        if !web || host_end == 0 {
+            return None;
+        }
+        &rest[host_end..]
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    Some((if path.is_empty() { "/" } else { path }, query))
+}
+
 /// Parses the request head at the front of `buf`.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -130,12 +149,11 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)
     else {
         return Err(HttpError::Malformed("incomplete request line".into()));
     };
-    if !target.starts_with('/') {
+    let Some((path, query)) = path_and_query(target) else {
         return Err(HttpError::Malformed(
-            "request target must be a path starting with /".into(),
+            "request target must be a path starting with / (or an http:// URL)".into(),
         ));
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    };
     let mut req = Request {
         method: method.to_owned(),
         path: path.to_owned(),
@@ -257,7 +275,18 @@ mod tests {
         );
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 400);
         assert_eq!(status(b"\x00\x01 garbage\r\n\r\n"), 400);
-        assert_eq!(status(b"GET http://x/ HTTP/1.1\r\n\r\n"), 400);
+        // Neither a path nor an http(s) URL: `*`, authority-form, other schemes, no host.
+        for target in [
+            "*",
+            "x.com:80",
+            "ftp://x/",
+            "http:///health",
+            "http:/x",
+            "x/y",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(status(raw.as_bytes()), 400, "{target}");
+        }
         let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
         assert_eq!(
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
@@ -297,6 +326,30 @@ mod tests {
         };
         assert_eq!(e.status(), 417);
         assert_eq!(e, HttpError::ExpectationFailed("é".repeat(MAX_ECHO)));
+    }
+
+    #[test]
+    fn absolute_form_targets_are_taken_as_their_path_and_query() {
+        // RFC 9112, 3.2.2: a server must accept the absolute form, though clients send it
+        // only to proxies.
+        let target = |t: &str| {
+            let raw = format!("GET {t} HTTP/1.1\r\nHost: y\r\n\r\n");
+            let (req, _) = parse_head(raw.as_bytes(), &LIMITS).unwrap().unwrap();
+            (req.path, req.query)
+        };
+        let pq = |p: &str, q: &str| (p.to_owned(), q.to_owned());
+        assert_eq!(target("http://x/"), pq("/", ""));
+        assert_eq!(
+            target("HTTP://x:8765/health?limit=1"),
+            pq("/health", "limit=1")
+        );
+        assert_eq!(
+            target("https://[::1]:8765/dlq/entries"),
+            pq("/dlq/entries", "")
+        );
+        assert_eq!(target("http://x"), pq("/", ""));
+        assert_eq!(target("http://x?a=1"), pq("/", "a=1"));
+        assert_eq!(target("/plain?q"), pq("/plain", "q"));
     }
 
     #[test]

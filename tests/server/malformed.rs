@@ -244,6 +244,17 @@ fn expect_100_continue_is_answered_before_the_body() {
 }
 
 #[test]
+fn an_absolute_form_target_is_served_as_its_path() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    let request = format!("GET http://{addr}/health HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let (status, head, body) = http_raw(addr, request.as_bytes());
+    assert_eq!(status, 200, "{head}");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[test]
 fn head_answers_as_get_would_without_the_body() {
     let bridge = server(|_| {});
     let addr = bridge.local_addr();
