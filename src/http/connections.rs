@@ -41,6 +41,7 @@ pub enum Ask {
 /// Parses the `/connections` query: `limit` (1 to [`MAX_LIMIT`]) and
 /// `state=ok|backpressure|closing|replaying`.
 pub fn parse_list(q: &str) -> Result<Ask, String> {
+    query::only(q, &["limit", "state"])?;
     let limit = query::limit_param(q, DEFAULT_LIMIT, MAX_LIMIT)?;
     let mut state = None;
     for pair in query::pairs(q) {
@@ -204,6 +205,9 @@ mod tests {
             "state=slow",
             "state=%zz",
             "state=",
+            "status=backpressure",
+            "state=ok&state=closing",
+            "limit=1&limit=2",
         ] {
             assert!(parse_list(bad).is_err(), "{bad}");
         }

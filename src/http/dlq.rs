@@ -62,8 +62,10 @@ fn entry_json(l: &DeadLetter) -> Value {
     })
 }
 
-/// Parses `limit` from a query string: a whole number from 1 to [`MAX_LIMIT`].
+/// Parses `limit` from a query string: a whole number from 1 to [`MAX_LIMIT`], the only
+/// parameter.
 pub fn parse_limit(q: &str) -> Result<usize, String> {
+    query::only(q, &["limit"])?;
     query::limit_param(q, DEFAULT_LIMIT, MAX_LIMIT)
 }
 
@@ -135,7 +137,7 @@ mod tests {
     #[test]
     fn limit_is_checked() {
         assert_eq!(parse_limit(""), Ok(DEFAULT_LIMIT));
-        assert_eq!(parse_limit("limit=5&x=1"), Ok(5));
+        assert_eq!(parse_limit("limit=5"), Ok(5));
         assert_eq!(parse_limit("limit=10000"), Ok(MAX_LIMIT));
         for bad in [
             "limit=0",
@@ -145,6 +147,10 @@ mod tests {
             "limit=10001",
             "limit=1e3",
             "limit=%zz",
+            // A misspelt or repeated parameter is refused, not ignored.
+            "limt=5",
+            "limit=5&x=1",
+            "limit=5&limit=6",
         ] {
             assert!(parse_limit(bad).is_err(), "{bad}");
         }

@@ -53,8 +53,30 @@ pub fn limit(v: &str, max: usize) -> Result<usize, String> {
     }
 }
 
+/// Refuses a query with a parameter not among `known`, or one given twice: on endpoints
+/// whose answer the parameters change, a misspelt one ignored would change the answer
+/// silently (`/spans/recent?trace=…` listing every span).
+pub fn only(q: &str, known: &[&str]) -> Result<(), String> {
+    let mut seen: Vec<Cow<'_, str>> = Vec::with_capacity(known.len());
+    for pair in pairs(q) {
+        let (name, _) = pair.map_err(|e| e.to_string())?;
+        if !known.contains(&&*name) {
+            return Err(format!(
+                "unknown query parameter {:?}: this endpoint takes {}",
+                name.chars().take(64).collect::<String>(),
+                known.join(" and ")
+            ));
+        }
+        if seen.contains(&name) {
+            return Err(format!("query parameter {name:?} is given twice"));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
 /// The `limit` parameter of query string `q` (`default` when absent); other parameters are
-/// ignored.
+/// the caller's to check ([`only`]).
 pub fn limit_param(q: &str, default: usize, max: usize) -> Result<usize, String> {
     let mut out = default;
     for pair in pairs(q) {
@@ -76,6 +98,22 @@ mod tests {
         assert_eq!(v[0], ("types".into(), "a.*,b".into()));
         assert_eq!(v[1], ("x".into(), "".into()));
         assert_eq!(v[2], ("y".into(), "1 2".into()));
+    }
+
+    #[test]
+    fn only_known_parameters_each_once() {
+        let known = ["limit", "state"];
+        assert_eq!(only("", &known), Ok(()));
+        assert_eq!(only("state=ok&limit=3", &known), Ok(()));
+        assert_eq!(
+            only("limit=3&sate=ok", &known),
+            Err("unknown query parameter \"sate\": this endpoint takes limit and state".into())
+        );
+        assert_eq!(
+            only("limit=3&l%69mit=4", &known),
+            Err("query parameter \"limit\" is given twice".into())
+        );
+        assert!(only("%zz=1", &known).is_err());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub struct SpanQuery {
 
 /// Parses the query: `limit` from 1 to [`RECENT_SPANS`], `trace_id` as 32 hex digits.
 pub fn parse_query(q: &str) -> Result<SpanQuery, String> {
+    query::only(q, &["limit", "trace_id"])?;
     let mut out = SpanQuery {
         limit: DEFAULT_LIMIT,
         trace_id: None,
@@ -33,7 +34,7 @@ pub fn parse_query(q: &str) -> Result<SpanQuery, String> {
         match &*k {
             "limit" => out.limit = query::limit(&v, RECENT_SPANS)?,
             "trace_id" => out.trace_id = Some(TraceId::parse(&v).map_err(|e| e.to_string())?),
-            _ => {}
+            _ => {} // refused by `only`
         }
     }
     Ok(out)
@@ -78,6 +79,9 @@ mod tests {
             "limit=1001",
             "limit=x",
             "trace_id=zz",
+            // Misspelt, it would list every span; repeated, one trace of two.
+            "trace=4bf92f3577b34da6a3ce929d0e0e4736",
+            "trace_id=4bf92f3577b34da6a3ce929d0e0e4736&trace_id=4bf92f3577b34da6a3ce929d0e0e4737",
             "trace_id=%",
         ] {
             assert!(parse_query(bad).is_err(), "{bad}");

@@ -57,6 +57,11 @@ pub enum HandshakeError {
     /// A parameter that this endpoint does not know (or does not support yet).
     #[error("unknown query parameter {0:?}: this endpoint accepts `types` (comma-separated patterns), `overflow`, `last_event_id`, `epoch` and (WebSocket) `ack`")]
     UnknownParam(String),
+    /// A parameter other than `types` given twice (which one was meant?).
+    #[error(
+        "query parameter {0:?} is given twice; only `types` may repeat (its patterns are joined)"
+    )]
+    Repeated(String),
 }
 
 impl HandshakeError {
@@ -138,16 +143,23 @@ pub fn subscription(
     default: Policy,
     allowed: &[Policy],
 ) -> Result<Subscription, HandshakeError> {
-    let mut filter = Filter::all();
+    let mut types = Vec::new();
     let mut overflow = default;
     let (mut last_event_id, mut epoch, mut ack) = (None, None, None);
+    let mut seen = Vec::new();
     for pair in query::pairs(q) {
         let (name, value) = pair?;
+        if name != "types" {
+            if seen.contains(&name) {
+                return Err(HandshakeError::Repeated(name.chars().take(64).collect()));
+            }
+            seen.push(name.clone());
+        }
         match &*name {
             "ack" => ack = AckClass::parse(&value)?,
             "last_event_id" => last_event_id = Some(value),
             "epoch" => epoch = Some(value),
-            "types" => filter = Filter::parse_list(&value)?,
+            "types" => types.push(value),
             "overflow" => {
                 overflow = value.parse()?;
                 if !allowed.contains(&overflow) {
@@ -166,6 +178,11 @@ pub fn subscription(
     let resume = match last_event_id_header {
         Some(h) => Some(Position::parse(h)?),
         None => Position::from_parts(last_event_id.as_deref(), epoch.as_deref())?,
+    };
+    let filter = if types.is_empty() {
+        Filter::all()
+    } else {
+        Filter::from_patterns(types.iter().flat_map(|list| list.split(',')))?
     };
     Ok(Subscription {
         filter,
@@ -237,6 +254,28 @@ mod tests {
         let u = accept_all(&upgrade("types=a.*%2Cb", "dGhlIHNhbXBsZSBub25jZQ==", "13")).unwrap();
         assert_eq!(u.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert!(u.filter.matches("a.x") && u.filter.matches("b") && !u.filter.matches("c"));
+    }
+
+    #[test]
+    fn repeated_types_are_joined_and_other_repeats_refused() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let u = accept_all(&upgrade("types=a.*&types=b,c", key, "13")).unwrap();
+        let patterns: Vec<String> = u.filter.patterns().iter().map(|p| p.to_string()).collect();
+        assert_eq!(patterns, ["a.*", "b", "c"]);
+        for q in [
+            "overflow=drop-oldest&overflow=priority",
+            "ack=all&ack=none",
+            "last_event_id=1&last_event_id=2",
+            "epoch=1&epoch=1",
+        ] {
+            assert!(
+                matches!(
+                    accept_all(&upgrade(q, key, "13")),
+                    Err(HandshakeError::Repeated(_))
+                ),
+                "{q}"
+            );
+        }
     }
 
     #[test]

@@ -255,6 +255,40 @@ fn an_absolute_form_target_is_served_as_its_path() {
 }
 
 #[test]
+fn misspelt_or_repeated_query_parameters_are_refused_and_repeated_types_joined() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    for (path, says) in [
+        (
+            "/spans/recent?trace=4bf92f3577b34da6a3ce929d0e0e4736",
+            "unknown query parameter \"trace\"",
+        ),
+        (
+            "/connections?status=ok",
+            "unknown query parameter \"status\"",
+        ),
+        ("/dlq/entries?limit=1&limit=2", "\"limit\" is given twice"),
+        (
+            "/sse/events?overflow=drop-oldest&overflow=priority",
+            "\"overflow\" is given twice",
+        ),
+    ] {
+        let (status, body) = http_json(addr, "GET", path, "");
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{path}: {body}"
+        );
+    }
+    let (mut ws, welcome) = subscribe(addr, "?types=a.*&types=b.x");
+    assert_eq!(welcome["types"], json!(["a.*", "b.x"]));
+    for t in ["b.x", "c.x", "a.y"] {
+        bridge.bus().publish(Event::new(t, "test")).unwrap();
+    }
+    assert_eq!(next_types(&mut ws, 2), ["b.x", "a.y"]);
+}
+
+#[test]
 fn head_answers_as_get_would_without_the_body() {
     let bridge = server(|_| {});
     let addr = bridge.local_addr();
