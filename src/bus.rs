@@ -227,10 +227,14 @@ impl Bus {
     /// Publishes several events, all or none: every event is checked before the first is
     /// appended. Returns their ids in order (increasing; contiguous unless another thread
     /// published at the same time). Wakes the I/O threads once.
+    /// A refused event is named by its position ([`EventError::InBatch`]) when there are
+    /// several.
     pub fn publish_all(&self, events: Vec<Event>) -> Result<Vec<u64>, EventError> {
+        let len = events.len();
         let staged = events
             .into_iter()
-            .map(|e| self.stage(e))
+            .enumerate()
+            .map(|(index, e)| self.stage(e).map_err(|e| e.at(index, len)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut traced = Vec::new();
         let ids: Vec<u64> = staged

@@ -242,6 +242,32 @@ pub enum EventError {
         /// Configured limit.
         limit: usize,
     },
+    /// One event of a batch was refused, so none of the batch was published.
+    #[error("event at index {index} of {len}: {error}; nothing was published")]
+    InBatch {
+        /// Its position in the batch, from 0.
+        index: usize,
+        /// How many events the batch had.
+        len: usize,
+        /// Why it was refused.
+        error: Box<EventError>,
+    },
+}
+
+impl EventError {
+    /// This error for event `index` of a batch of `len`, naming its position when there
+    /// is more than one (a caller with thousands of events needs to know which).
+    pub(crate) fn at(self, index: usize, len: usize) -> Self {
+        if len > 1 {
+            EventError::InBatch {
+                index,
+                len,
+                error: Box::new(self),
+            }
+        } else {
+            self
+        }
+    }
 }
 
 #[cfg(test)]

@@ -77,15 +77,18 @@ pub fn parse_publish_body(body: &[u8], max_events: usize) -> Result<Vec<Event>, 
             limit: max_events,
         });
     }
+    let len = wires.len();
     wires
         .into_iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(index, w)| {
             if w.op.is_some() || w.reference.is_some() {
                 return Err(EventError::Shape(
                     "`op` and `ref` belong to WebSocket messages, not to POST /publish".into(),
-                ));
+                )
+                .at(index, len));
             }
-            w.into_event()
+            w.into_event().map_err(|e| e.at(index, len))
         })
         .collect()
 }
@@ -141,5 +144,23 @@ mod tests {
         let three = br#"[{"event_type":"a","source":"s"},{"event_type":"a","source":"s"},{"event_type":"a","source":"s"}]"#;
         assert!(err(three).contains("limit is 2"));
         assert!(err(br#"{"event_type":"a","source":"s""#).contains("not an event"));
+    }
+
+    #[test]
+    fn a_refused_event_of_a_batch_is_named_by_its_index() {
+        let batch = br#"[{"event_type":"a","source":"s"},{"event_type":"a b","source":"s"}]"#;
+        assert_eq!(
+            parse_publish_body(batch, 2).unwrap_err(),
+            EventError::InBatch {
+                index: 1,
+                len: 2,
+                error: Box::new(EventError::TypeChar("a b".into(), ' ')),
+            }
+        );
+        let one = br#"[{"event_type":"a b","source":"s"}]"#;
+        assert_eq!(
+            parse_publish_body(one, 2).unwrap_err(),
+            EventError::TypeChar("a b".into(), ' ')
+        );
     }
 }

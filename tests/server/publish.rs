@@ -67,7 +67,24 @@ fn http_publish_answers_ids_and_delivers_in_order() {
     let bad = r#"[{"event_type":"ok","source":"s"},{"event_type":"bad type","source":"s"}]"#;
     let (status, body) = http_json(addr, "POST", "/publish", bad);
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("bad type"));
+    // It names the event, for a caller whose batch has thousands.
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("bad type") && msg.contains("event at index 1 of 2"),
+        "{msg}"
+    );
+    // So does one over --max-event-bytes, refused as it is staged.
+    let big = format!(
+        r#"[{{"event_type":"ok","source":"s"}},{{"event_type":"ok","source":"s"}},{{"event_type":"ok","source":"s","payload":"{}"}}]"#,
+        "x".repeat(70_000)
+    );
+    let (status, body) = http_json(addr, "POST", "/publish", &big);
+    assert_eq!(status, 400);
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.contains("--max-event-bytes") && msg.contains("event at index 2 of 3"),
+        "{msg}"
+    );
     assert_eq!(bridge.bus().last_id(), first + 3);
 
     // Options in the query would be ignored, so they are refused: nothing is published.
