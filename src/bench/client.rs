@@ -9,6 +9,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::BenchError;
+use crate::http::client::{parse_response_head, BodyEnd, ResponseHead};
 
 /// A target: where to connect and the request path.
 #[derive(Clone, Debug)]
@@ -90,15 +91,52 @@ pub fn connect(
         got.extend_from_slice(&buf[..n]);
         if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
             if !got.starts_with(b"HTTP/1.1 101") {
-                return Err(BenchError::Handshake(
-                    String::from_utf8_lossy(&got[..end]).into_owned(),
-                ));
+                // The body says why (firehose's does): read it, within bounds.
+                if let Ok(Some(ResponseHead {
+                    body: BodyEnd::Length(n),
+                    len,
+                    ..
+                })) = parse_response_head(&got, MAX_HEAD)
+                {
+                    while got.len() < len + n.min(MAX_REASON) {
+                        match stream.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                }
+                return Err(BenchError::Handshake(refusal(&got, end)));
             }
             return Ok((stream, got.split_off(end + 4)));
         }
-        if got.len() > 16 * 1024 {
+        if got.len() > MAX_HEAD {
             return Err(BenchError::Handshake("response head over 16 KiB".into()));
         }
+    }
+}
+
+/// Longest upgrade response head read.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most characters of a refusal's body quoted in the error.
+const MAX_REASON: usize = 512;
+
+/// A refused upgrade's status line and the start of its body, on one line: `response`
+/// holds the head up to `head_end` (before its blank line), then what came of the body.
+fn refusal(response: &[u8], head_end: usize) -> String {
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head.lines().next().unwrap_or_default();
+    let body = String::from_utf8_lossy(response.get(head_end + 4..).unwrap_or_default());
+    let body: String = body
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(MAX_REASON)
+        .collect();
+    if body.is_empty() {
+        status.to_owned()
+    } else {
+        format!("{status}: {body}")
     }
 }
 
@@ -116,4 +154,29 @@ pub fn source_for(target: &Target, i: usize, spread: usize) -> Option<IpAddr> {
 /// Masks and frames one client text message (RFC 6455 requires clients to mask).
 pub fn text_frame(out: &mut Vec<u8>, payload: &[u8], key: [u8; 4]) {
     crate::ws::frame::encode_masked(out, 0x81, payload, key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_its_status_line_and_body_on_one_line() {
+        let r = b"HTTP/1.1 404 Not Found\r\nContent-Length: 20\r\n\r\n{\"error\":\n \"no route\"}";
+        let end = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        assert_eq!(
+            refusal(r, end),
+            "HTTP/1.1 404 Not Found: {\"error\": \"no route\"}"
+        );
+        let bare = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
+        assert_eq!(
+            refusal(bare, bare.len() - 4),
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        let long = [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], &[b'x'; 2000]].concat();
+        assert_eq!(
+            refusal(&long, 24).len(),
+            "HTTP/1.1 400 Bad Request: ".len() + MAX_REASON
+        );
+    }
 }

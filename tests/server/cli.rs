@@ -297,3 +297,23 @@ fn bench_publishes_over_websocket_or_http_and_measures_delivery() {
         published_before = last;
     }
 }
+
+#[test]
+fn bench_says_why_the_server_refused_the_upgrade() {
+    let bridge = crate::support::server(|_| {});
+    let target = format!("ws://{}/no/such/path", bridge.local_addr());
+    let out = firehose()
+        .args(["bench", "--target", &target, "--subscribers", "1"])
+        .args(["--duration", "1", "--warmup", "0", "--source-addrs", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    // One line: the status and the server's own reason, from the body.
+    assert!(
+        last.contains("refused the WebSocket upgrade: HTTP/1.1 404 Not Found")
+            && last.contains("no route for /no/such/path"),
+        "{stderr}"
+    );
+}
