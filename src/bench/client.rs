@@ -9,7 +9,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::BenchError;
-use crate::http::client::{parse_response_head, BodyEnd, ResponseHead};
+use crate::http::client::{parse_response_head, BodyEnd};
 
 /// A target: where to connect and the request path.
 #[derive(Clone, Debug)]
@@ -89,29 +89,24 @@ pub fn connect(
             ));
         }
         got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            if !got.starts_with(b"HTTP/1.1 101") {
-                // The body says why (firehose's does): read it, within bounds.
-                if let Ok(Some(ResponseHead {
-                    body: BodyEnd::Length(n),
-                    len,
-                    ..
-                })) = parse_response_head(&got, MAX_HEAD)
-                {
-                    while got.len() < len + n.min(MAX_REASON) {
-                        match stream.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => got.extend_from_slice(&buf[..k]),
-                        }
-                    }
+        let head = match parse_response_head(&got, MAX_HEAD) {
+            Ok(None) => continue,
+            Ok(Some(head)) => head,
+            Err(e) => return Err(BenchError::Handshake(e.to_string())),
+        };
+        if head.status == 101 {
+            return Ok((stream, got.split_off(head.len)));
+        }
+        // The body says why (firehose's does): read it, within bounds.
+        if let BodyEnd::Length(n) = head.body {
+            while got.len() < head.len + n.min(MAX_REASON) {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
                 }
-                return Err(BenchError::Handshake(refusal(&got, end)));
             }
-            return Ok((stream, got.split_off(end + 4)));
         }
-        if got.len() > MAX_HEAD {
-            return Err(BenchError::Handshake("response head over 16 KiB".into()));
-        }
+        return Err(BenchError::Handshake(refusal(&got, head.len)));
     }
 }
 
@@ -121,11 +116,11 @@ const MAX_HEAD: usize = 16 * 1024;
 const MAX_REASON: usize = 512;
 
 /// A refused upgrade's status line and the start of its body, on one line: `response`
-/// holds the head up to `head_end` (before its blank line), then what came of the body.
-fn refusal(response: &[u8], head_end: usize) -> String {
-    let head = String::from_utf8_lossy(&response[..head_end]);
+/// holds the head, `head_len` bytes with its blank line, then what came of the body.
+fn refusal(response: &[u8], head_len: usize) -> String {
+    let head = String::from_utf8_lossy(&response[..head_len]);
     let status = head.lines().next().unwrap_or_default();
-    let body = String::from_utf8_lossy(response.get(head_end + 4..).unwrap_or_default());
+    let body = String::from_utf8_lossy(response.get(head_len..).unwrap_or_default());
     let body: String = body
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -163,19 +158,19 @@ mod tests {
     #[test]
     fn a_refusal_is_its_status_line_and_body_on_one_line() {
         let r = b"HTTP/1.1 404 Not Found\r\nContent-Length: 20\r\n\r\n{\"error\":\n \"no route\"}";
-        let end = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head_len = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         assert_eq!(
-            refusal(r, end),
+            refusal(r, head_len),
             "HTTP/1.1 404 Not Found: {\"error\": \"no route\"}"
         );
         let bare = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
         assert_eq!(
-            refusal(bare, bare.len() - 4),
+            refusal(bare, bare.len()),
             "HTTP/1.1 503 Service Unavailable"
         );
         let long = [&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..], &[b'x'; 2000]].concat();
         assert_eq!(
-            refusal(&long, 24).len(),
+            refusal(&long, 28).len(),
             "HTTP/1.1 400 Bad Request: ".len() + MAX_REASON
         );
     }
