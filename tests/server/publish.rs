@@ -63,12 +63,17 @@ fn http_publish_answers_ids_and_delivers_in_order() {
     assert_eq!(ids, [first + 1, first + 2, first + 3]);
     assert_eq!(next_types(&mut ws, 4), ["a.b", "a", "b", "c"]);
 
+    // Each refusal below is a 400 and publishes nothing; its message says why.
+    let refused = |path: &str, body: &str| {
+        let (status, answer) = http_json(addr, "POST", path, body);
+        assert_eq!(status, 400, "{answer}");
+        answer["error"].as_str().unwrap().to_owned()
+    };
+
     // A batch with one bad event publishes nothing.
     let bad = r#"[{"event_type":"ok","source":"s"},{"event_type":"bad type","source":"s"}]"#;
-    let (status, body) = http_json(addr, "POST", "/publish", bad);
-    assert_eq!(status, 400);
     // It names the event, for a caller whose batch has thousands.
-    let msg = body["error"].as_str().unwrap();
+    let msg = refused("/publish", bad);
     assert!(
         msg.contains("bad type") && msg.contains("event at index 1 of 2"),
         "{msg}"
@@ -78,9 +83,7 @@ fn http_publish_answers_ids_and_delivers_in_order() {
         r#"[{{"event_type":"ok","source":"s"}},{{"event_type":"ok","source":"s"}},{{"event_type":"ok","source":"s","payload":"{}"}}]"#,
         "x".repeat(70_000)
     );
-    let (status, body) = http_json(addr, "POST", "/publish", &big);
-    assert_eq!(status, 400);
-    let msg = body["error"].as_str().unwrap();
+    let msg = refused("/publish", &big);
     assert!(
         msg.contains("--max-event-bytes") && msg.contains("event at index 2 of 3"),
         "{msg}"
@@ -89,9 +92,7 @@ fn http_publish_answers_ids_and_delivers_in_order() {
 
     // Options in the query would be ignored, so they are refused: nothing is published.
     let event = r#"{"event_type":"a","source":"s"}"#;
-    let (status, body) = http_json(addr, "POST", "/publish?priority=critical", event);
-    assert_eq!(status, 400);
-    let msg = body["error"].as_str().unwrap();
+    let msg = refused("/publish?priority=critical", event);
     assert!(
         msg.contains("query") && msg.contains("priority=critical"),
         "{msg}"
