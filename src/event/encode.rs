@@ -650,8 +650,8 @@ mod tests {
     #[test]
     fn hot_fields_share_cache_lines() {
         // Byte ranges in the `Arc`'s allocation (its two counts come first), as if it
-        // began a cache line; a 224-byte block begins one or 32 bytes in (README,
-        // *mimalloc's aligned calls*). Measured with the publish bench, the
+        // began a cache line. Its 224-byte block begins on a line or 32 bytes into one
+        // (README, *mimalloc's aligned calls*). Measured with the publish bench, the
         // trimmer reading one line per event instead of two made `subscriptions/0` 145
         // against 130 ns (README, *On an Intel VM*).
         use std::mem::{offset_of, size_of};
