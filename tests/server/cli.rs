@@ -143,6 +143,46 @@ fn serve_answers_and_sigterm_closes_clients_with_going_away() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A second server on a port a running one holds is refused, with the port named, rather
+/// than joining the first's listeners (SO_REUSEPORT would let it, and the kernel would
+/// then split new connections between two servers that share no events).
+#[test]
+fn serve_refuses_a_port_another_server_holds() {
+    let first = server(|_| {});
+    let port = first.local_addr().port().to_string();
+    let mut second = firehose()
+        .args(["serve", "--port", &port, "--io-threads", "2", "--no-pin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on port {port}, which the first holds");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
+        "{err}"
+    );
+    // The first still serves.
+    assert_eq!(
+        http_json(first.local_addr(), "GET", "/health", "").1["status"],
+        "ok"
+    );
+    first.shutdown();
+}
+
 fn stress(args: &[&str]) -> std::process::Output {
     firehose()
         .arg("stress")

@@ -218,3 +218,26 @@ fn socket_send_buffer_sets_each_connections_kernel_buffer() {
         "{seen}"
     );
 }
+
+/// Every I/O thread's listener takes connections: the first socket binds alone, then
+/// opens the port to its siblings (`src/io/listener.rs`), and the kernel spreads new
+/// connections over all of them. 32 connections all on one of 2 threads would be a
+/// 1-in-2³¹ chance if the spread worked.
+#[test]
+fn connections_spread_over_every_io_thread() {
+    let bridge = server(|_| {});
+    let addr = bridge.local_addr();
+    let clients: Vec<_> = (0..32).map(|_| subscribe(addr, "").0).collect();
+    let listed = list(addr, "?limit=100");
+    let mut threads: Vec<u64> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["io_thread"].as_u64().unwrap())
+        .collect();
+    assert_eq!(threads.len(), clients.len(), "{listed}");
+    threads.sort_unstable();
+    threads.dedup();
+    assert_eq!(threads, [0, 1], "{listed}");
+    bridge.shutdown();
+}
