@@ -132,7 +132,7 @@ pub struct ServeArgs {
     /// Seconds shutdown (SIGTERM, SIGINT, `Bridge::shutdown`) lets queued events reach
     /// their clients, with no new connections or events taken, before closing every
     /// WebSocket with 1001 and the last id delivered to it (so it can resume elsewhere);
-    /// 0 closes at once.
+    /// 0 closes at once, and so does a second SIGTERM or SIGINT during the drain.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
     /// Seconds a subscriber's socket may take no bytes, with output waiting, before the

@@ -40,6 +40,7 @@ pub struct Engine {
     open_connections: AtomicUsize,
     next_connection_id: AtomicU64,
     shutting_down: AtomicBool,
+    drain_cut: AtomicBool,
 }
 
 impl Engine {
@@ -59,6 +60,7 @@ impl Engine {
             open_connections: AtomicUsize::new(0),
             next_connection_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            drain_cut: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +92,19 @@ impl Engine {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Ends a shutdown's drain (`--drain-timeout`) now: the I/O threads stop waiting for
+    /// queued events to go out and close every connection as they would at the timeout
+    /// (1001 and the last id delivered). Called from another thread while
+    /// [`Bridge::shutdown`](crate::Bridge::shutdown) runs, e.g. on a second signal.
+    pub fn cut_drain_short(&self) {
+        self.drain_cut.store(true, Ordering::Release);
+    }
+
+    /// Whether [`cut_drain_short`](Self::cut_drain_short) was called.
+    pub fn is_drain_cut(&self) -> bool {
+        self.drain_cut.load(Ordering::Acquire)
     }
 
     /// The counters, summed.

@@ -211,8 +211,9 @@ impl Bridge {
         &self.engine.bus
     }
 
-    /// The shared engine state (configuration, counters).
-    pub fn engine(&self) -> &Engine {
+    /// The shared engine state (configuration, counters); clone the `Arc` to reach it
+    /// from another thread, e.g. to [cut a drain short](Engine::cut_drain_short).
+    pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 

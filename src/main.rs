@@ -1,6 +1,7 @@
 //! `firehose`: parse the command line, call the library, map errors to exit codes.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use firehose::cli::{Cli, Command, ServeArgs};
@@ -65,8 +66,22 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     if let Some(signal) = signals.forever().next() {
-        eprintln!("firehose: signal {signal}: closing connections (1001) and stopping");
+        eprintln!(
+            "firehose: signal {signal}: delivering what is queued for up to {:?} (a second signal skips this), then closing connections (1001) and stopping",
+            bridge.engine().config.drain_timeout
+        );
     }
+    // A second Ctrl-C (or SIGTERM) during the drain closes every connection at once.
+    let engine = Arc::clone(bridge.engine());
+    let handle = signals.handle();
+    let second = std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            eprintln!("firehose: signal {signal} during the drain: closing connections now");
+            engine.cut_drain_short();
+        }
+    });
     bridge.shutdown();
+    handle.close();
+    let _ = second.join();
     Ok(())
 }

@@ -1061,7 +1061,7 @@ impl EventLoop {
 
     /// Graceful shutdown: stop accepting and replaying; route what was published before
     /// now (nothing later); let what is queued reach the clients for up to
-    /// `--drain-timeout`; then close every connection (WebSocket: a `closing` notice and
+    /// `--drain-timeout` (or until [`Engine::cut_drain_short`]); then close every connection (WebSocket: a `closing` notice and
     /// 1001, both with the last id delivered), give the close frames [`SHUTDOWN_CLOSE`] to
     /// go out, and stop.
     fn shutdown(mut self) {
@@ -1073,7 +1073,7 @@ impl EventLoop {
         let published = self.engine.bus.log().next_seq();
         while self.cursor < published && self.route() {}
         let start = Instant::now();
-        self.drain_until(start + self.engine.config.drain_timeout);
+        self.drain_until(start + self.engine.config.drain_timeout, true);
         let now = Instant::now();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for &key in &keys {
@@ -1087,15 +1087,16 @@ impl EventLoop {
             self.mark_dirty(key);
         }
         self.flush_dirty();
-        self.drain_until(now + SHUTDOWN_CLOSE);
+        self.drain_until(now + SHUTDOWN_CLOSE, false);
         for key in keys {
             self.remove(key);
         }
     }
 
-    /// Writes queued output until every outbox is empty or `deadline` passes; reads
-    /// nothing (input is not acted on during shutdown), and drops peers that went away.
-    fn drain_until(&mut self, deadline: Instant) {
+    /// Writes queued output until every outbox is empty or `deadline` passes (or, if
+    /// `cuttable`, the drain is cut short); reads nothing (input is not acted on during
+    /// shutdown), and drops peers that went away.
+    fn drain_until(&mut self, deadline: Instant, cuttable: bool) {
         let mut events = Events::with_capacity(256);
         loop {
             let keys: Vec<usize> = self
@@ -1111,7 +1112,7 @@ impl EventLoop {
             }
             let waiting = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
             let left = deadline.saturating_duration_since(Instant::now());
-            if !waiting || left.is_zero() {
+            if !waiting || left.is_zero() || (cuttable && self.engine.is_drain_cut()) {
                 return;
             }
             let _ = self

@@ -1,7 +1,8 @@
 //! The `firehose` binary: help, flag errors, serve → SIGTERM → clients closed with 1001,
 //! and `firehose stress` (passing, reproducible, and failing its checks).
 
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -99,25 +100,33 @@ fn bench_checks_its_flags_before_it_connects() {
     }
 }
 
-#[test]
-fn serve_answers_and_sigterm_closes_clients_with_going_away() {
-    let dir = std::env::temp_dir().join(format!("firehose-cli-{}", std::process::id()));
+/// A `firehose serve` process, killed if a test panics before it stops.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `firehose serve --port 0 --io-threads 1 --no-pin` with `args`, once it listens; its
+/// stderr is piped.
+fn serve_child(name: &str, args: &[&str]) -> (Served, SocketAddr) {
+    let dir = std::env::temp_dir().join(format!("firehose-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let addr_file = dir.join("addr");
-    let mut child = firehose()
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--io-threads",
-            "1",
-            "--no-pin",
-            "--addr-file",
-        ])
+    let _ = std::fs::remove_file(&addr_file);
+    let child = firehose()
+        .args(["serve", "--port", "0", "--io-threads", "1", "--no-pin"])
+        .args(args)
+        .arg("--addr-file")
         .arg(&addr_file)
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let child = Served(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     let addr = loop {
         if let Ok(s) = std::fs::read_to_string(&addr_file) {
@@ -128,19 +137,84 @@ fn serve_answers_and_sigterm_closes_clients_with_going_away() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(http_json(addr, "GET", "/health", "").1["status"], "ok");
-    let mut raw = raw_ws(addr, "");
+    let _ = std::fs::remove_dir_all(&dir);
+    (child, addr)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([name, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The child's exit status if it exits before `within`, else `None` (it is left running).
+fn exits_within(child: &mut std::process::Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_answers_and_sigterm_closes_clients_with_going_away() {
+    let (mut served, addr) = serve_child("cli", &[]);
+    let child = &mut served.0;
+    assert_eq!(http_json(addr, "GET", "/health", "").1["status"], "ok");
+    let mut raw = raw_ws(addr, "");
+    signal(child, "-TERM");
     assert_eq!(
         read_until_close(&mut raw),
         (1001, "server shutting down; last_id=0".into())
     );
     assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first signal drains for up to --drain-timeout; a second one closes every
+/// connection at once (an operator pressing Ctrl-C twice), and the exit is still clean.
+#[test]
+fn a_second_signal_cuts_the_drain_short() {
+    let (mut served, addr) = serve_child(
+        "drain",
+        &["--drain-timeout", "60", "--socket-send-buffer", "4096"],
+    );
+    let child = &mut served.0;
+    // A subscriber that never reads, so its queued events cannot drain.
+    let (_stalled, _) = small_window_subscriber(addr, "");
+    let batch = format!(
+        "[{}]",
+        vec![r#"{"event_type":"a.b","source":"t","payload":{"pad":"PAD"}}"#; 200]
+            .join(",")
+            .replace("PAD", &"x".repeat(1000))
+    );
+    let (status, body) = http_json(addr, "POST", "/publish", &batch);
+    assert_eq!(status, 200, "{body}");
+    assert!(eventually(Duration::from_secs(10), || {
+        let (_, stats) = http_json(addr, "GET", "/connections", "");
+        stats["connections"][0]["queue_depth"].as_u64() > Some(100)
+    }));
+    signal(child, "-TERM");
+    assert!(
+        exits_within(child, Duration::from_secs(1)).is_none(),
+        "the first signal drains: the stalled subscriber's queue holds it"
+    );
+    signal(child, "-INT");
+    let status = exits_within(child, Duration::from_secs(10));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = status.unwrap_or_else(|| panic!("a second signal did not stop it: {err}"));
+    assert!(status.success(), "{err}");
+    assert!(err.contains("signal 2 during the drain"), "{err}");
 }
 
 /// A second server on a port a running one holds is refused, with the port named, rather
@@ -156,17 +230,10 @@ fn serve_refuses_a_port_another_server_holds() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!("a second server started on port {port}, which the first holds");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = exits_within(&mut second, Duration::from_secs(10)) else {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second server started on port {port}, which the first holds");
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
