@@ -571,7 +571,7 @@ impl EventLoop {
                     self.engine.config.max_connections
                 );
                 self.engine.http.count(503);
-                let _ = io::Write::write(&mut stream, &Response::error(503, &body).encode(false));
+                refuse(&mut stream, &Response::error(503, &body).encode(false));
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -1118,6 +1118,22 @@ impl EventLoop {
             let _ = self
                 .poll
                 .poll(&mut events, Some(left.min(Duration::from_millis(20))));
+        }
+    }
+}
+
+/// Answers a connection the server will not keep, then drops it. The answer is followed
+/// by a FIN at once (`shutdown`), and what the client sent is read (up to 64 KiB): closing
+/// a socket with unread input sends a reset, and a client that gets the reset before the
+/// FIN may lose the answer.
+fn refuse(stream: &mut mio::net::TcpStream, answer: &[u8]) {
+    let _ = io::Write::write(stream, answer);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match io::Read::read(stream, &mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
         }
     }
 }

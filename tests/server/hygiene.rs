@@ -90,4 +90,19 @@ fn connections_over_the_cap_get_503() {
     let (status, _, body) = http_raw(addr, b"GET /health HTTP/1.1\r\n\r\n");
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("connection limit of 2"));
+    // A request already in the socket when the server refuses it (under load, the backlog
+    // holds such connections): the refusal must still arrive whole, not as a reset that
+    // discards it. Each client writes at once, before the server gets to accept it.
+    for i in 0..20 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let read = s.read_to_end(&mut out);
+        let out = String::from_utf8_lossy(&out);
+        assert!(read.is_ok(), "client {i}: {read:?} after {out:?}");
+        assert!(out.starts_with("HTTP/1.1 503"), "client {i}: {out}");
+        assert!(out.contains("connection limit of 2"), "client {i}: {out}");
+    }
 }
