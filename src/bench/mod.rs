@@ -309,8 +309,11 @@ fn measure_at(args: &BenchArgs, target: &Target) -> Result<Report, BenchError> {
     let query = format!("types={}", args.event_type);
     let base = Instant::now();
     eprintln!(
-        "bench: connecting {} subscribers ({} never reading) to {}",
-        args.subscribers, args.slow, target.addr
+        "bench: connecting {} subscriber{} ({} never reading) to {}",
+        args.subscribers,
+        if args.subscribers == 1 { "" } else { "s" },
+        args.slow,
+        target.addr
     );
     let mut slow = Vec::new();
     let mut groups: Vec<Vec<(TcpStream, Vec<u8>)>> =
