@@ -27,8 +27,8 @@ pub struct Upgrade {
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
-    /// Plain HTTP to the WebSocket endpoint.
-    #[error("this endpoint speaks WebSocket: send GET with `Upgrade: websocket` and `Connection: Upgrade`")]
+    /// Plain HTTP to the WebSocket endpoint (or an upgrade over HTTP/1.0).
+    #[error("this endpoint speaks WebSocket: send an HTTP/1.1 GET with `Upgrade: websocket` and `Connection: Upgrade`")]
     NotUpgrade,
     /// Not version 13.
     #[error("unsupported Sec-WebSocket-Version {0:?}: this server speaks version 13")]
@@ -304,5 +304,11 @@ mod tests {
         let mut plain = upgrade("", key, "13");
         plain.upgrade_websocket = false;
         assert_eq!(accept_all(&plain), Err(HandshakeError::NotUpgrade));
+        // RFC 6455 §4.1: the upgrade needs HTTP/1.1 or later.
+        let mut old = upgrade("", key, "13");
+        old.minor_version = 0;
+        let refused = accept_all(&old).unwrap_err();
+        assert_eq!(refused, HandshakeError::NotUpgrade);
+        assert!(refused.to_string().contains("HTTP/1.1 GET"), "{refused}");
     }
 }
