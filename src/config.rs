@@ -238,9 +238,10 @@ impl Config {
         // Any single event the server accepts must fit an empty queue, and the log.
         let largest_frame = self.max_event_bytes + crate::ws::frame::MAX_HEADER_LEN;
         if self.retention_bytes < largest_frame {
-            return Err(ConfigError::TooSmall(
+            return Err(ConfigError::BelowLargestEvent(
                 "retention-bytes",
                 self.retention_bytes,
+                self.max_event_bytes,
                 largest_frame,
             ));
         }
@@ -251,9 +252,10 @@ impl Config {
         let largest_record = self.max_event_bytes
             + crate::ws::frame::MAX_HEADER_LEN.max(crate::http::sse::MAX_RECORD_OVERHEAD);
         if self.queue_max_bytes < largest_record {
-            return Err(ConfigError::TooSmall(
+            return Err(ConfigError::BelowLargestEvent(
                 "queue-max-bytes",
                 self.queue_max_bytes,
+                self.max_event_bytes,
                 largest_record,
             ));
         }
@@ -311,6 +313,9 @@ pub enum ConfigError {
     /// Under the supported minimum.
     #[error("--{0} is {1}; the least supported is {2}")]
     TooSmall(&'static str, usize, usize),
+    /// A byte bound that the largest event allowed (`--max-event-bytes`) would not fit.
+    #[error("--{0} is {1}; it must hold the largest event (--max-event-bytes {2} and its framing): at least {3}")]
+    BelowLargestEvent(&'static str, usize, usize, usize),
     /// The default policy is not among the allowed ones.
     #[error("--overflow {0} is not in --allowed-overflow")]
     OverflowNotAllowed(Policy),
@@ -346,6 +351,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--queue-max-bytes"));
+        // Raising --max-event-bytes alone: the error says why the queue bound is too small.
+        let c = Config {
+            max_event_bytes: 100_000_000,
+            retention_bytes: 1 << 30,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--queue-max-bytes is 1048576; it must hold the largest event \
+             (--max-event-bytes 100000000 and its framing): at least 100000050"
+        );
         let c = Config {
             queue_max_bytes: 8 << 30,
             ..Config::default()
