@@ -247,8 +247,12 @@ pub fn run(args: &StressArgs) -> Result<Outcome, StressError> {
     };
     let total = args.total_events();
     eprintln!(
-        "stress: {} against {addr}: {total} events at {} ev/s, {} clients, failing ratio {} (seed {})",
-        if bridge.is_some() { "embedded server" } else { "running server" },
+        "stress: {} {addr}: {total} events at {} ev/s, {} clients, failing ratio {} (seed {})",
+        if bridge.is_some() {
+            "embedded server on"
+        } else {
+            "the server at"
+        },
         args.events_per_second,
         args.clients,
         args.failing_subscriber_ratio,
