@@ -66,10 +66,14 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     if let Some(signal) = signals.forever().next() {
-        eprintln!(
-            "firehose: signal {signal}: delivering what is queued for up to {:?} (a second signal skips this), then closing connections (1001) and stopping",
-            bridge.engine().config.drain_timeout
-        );
+        let drain = bridge.engine().config.drain_timeout;
+        if drain.is_zero() {
+            eprintln!("firehose: signal {signal}: closing connections (1001) and stopping");
+        } else {
+            eprintln!(
+                "firehose: signal {signal}: delivering what is queued for up to {drain:?} (a second signal skips this), then closing connections (1001) and stopping"
+            );
+        }
     }
     // A second Ctrl-C (or SIGTERM) during the drain closes every connection at once.
     let engine = Arc::clone(bridge.engine());

@@ -1061,9 +1061,9 @@ impl EventLoop {
 
     /// Graceful shutdown: stop accepting and replaying; route what was published before
     /// now (nothing later); let what is queued reach the clients for up to
-    /// `--drain-timeout` (or until [`Engine::cut_drain_short`]); then close every connection (WebSocket: a `closing` notice and
-    /// 1001, both with the last id delivered), give the close frames [`SHUTDOWN_CLOSE`] to
-    /// go out, and stop.
+    /// `--drain-timeout` (or until [`Engine::cut_drain_short`]); then close every
+    /// connection (WebSocket: a `closing` notice and 1001, both with the last id
+    /// delivered), give the close frames [`SHUTDOWN_CLOSE`] to go out, and stop.
     fn shutdown(mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
