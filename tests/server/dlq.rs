@@ -2,7 +2,7 @@
 //! backlogs land in the DLQ with their reasons; the HTTP endpoints; retry semantics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -335,7 +335,10 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
     let bus = server.bus();
     let (release, stuck) = mpsc::channel::<()>();
     let stuck = Mutex::new(stuck);
+    let calls = Arc::new(AtomicU64::new(0));
+    let entered = Arc::clone(&calls);
     bus.subscribe("stuck", Filter::all(), move |_| {
+        entered.fetch_add(1, Ordering::Relaxed);
         let _ = stuck.lock().unwrap().recv();
         Ok::<(), String>(())
     })
@@ -350,6 +353,13 @@ fn a_stuck_subscriber_overflows_into_the_dlq_and_holds_up_nobody() {
         assert!(eventually(Duration::from_secs(10), || healthy
             .load(Ordering::Relaxed)
             == n));
+        if n == 1 {
+            // The stuck call holds the first event before the next is published; on a
+            // loaded machine its thread may start late, and the first event would queue.
+            assert!(eventually(Duration::from_secs(10), || calls
+                .load(Ordering::Relaxed)
+                == 1));
+        }
     }
     let (first, rest) = (ids[0], ids[1..].to_vec());
     let mut notices = Vec::new();
