@@ -60,6 +60,8 @@ const READ_BUDGET: usize = 16;
 const READ_BUF: usize = 64 * 1024;
 /// How long shutdown waits for the final close frames to go out (after `--drain-timeout`).
 const SHUTDOWN_CLOSE: Duration = Duration::from_millis(500);
+/// How often failing accepts are reported while they go on.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// How often a thread with an answer waiting looks for the other threads' census reports.
 const ASK_POLL: Duration = Duration::from_millis(1);
 
@@ -92,9 +94,10 @@ pub struct EventLoop {
     overflowed: Vec<usize>,
     /// Connections whose `catch-up` queue was full during routing: they go to replay.
     fell_behind: Vec<usize>,
-    /// Events lost to laps since the last log line, and when that line was written.
-    lost_unlogged: u64,
-    lost_logged_at: Option<Instant>,
+    /// Events lost to laps, reported once a second.
+    lost_log: Throttle,
+    /// Failed accepts, reported once every [`ACCEPT_LOG_EVERY`].
+    accept_log: Throttle,
     /// Publish → written latency of this thread's deliveries (µs), since start; a copy is
     /// published for the metrics readers every tick it changed.
     latency: Histogram<u64>,
@@ -158,8 +161,8 @@ impl EventLoop {
             accept_again: false,
             overflowed: Vec::new(),
             fell_behind: Vec::new(),
-            lost_unlogged: 0,
-            lost_logged_at: None,
+            lost_log: Throttle::default(),
+            accept_log: Throttle::default(),
             latency: crate::metrics::latency::new_histogram(),
             latency_published: 0,
             census_reported: 0,
@@ -451,18 +454,15 @@ impl EventLoop {
     /// This thread fell a whole log behind: every subscriber may have lost `first..=last`.
     fn lost(&mut self, first: u64, last: u64) {
         // Under overload this can happen thousands of times a second: say it once a second.
-        self.lost_unlogged += last - first + 1;
-        let now = Instant::now();
-        if self
-            .lost_logged_at
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        let lost = last - first + 1;
+        if let Some(n) = self
+            .lost_log
+            .due(lost, Instant::now(), Duration::from_secs(1))
         {
             eprintln!(
-                "firehose: I/O thread {} fell behind the log's retention (--retention-events): {} events not routed since the last report; subscribers get `dropped` notices",
-                self.index, self.lost_unlogged
+                "firehose: I/O thread {} fell behind the log's retention (--retention-events): {n} events not routed since the last report; subscribers get `dropped` notices",
+                self.index
             );
-            self.lost_unlogged = 0;
-            self.lost_logged_at = Some(now);
         }
         let keys: Vec<usize> = self
             .conns
@@ -559,8 +559,13 @@ impl EventLoop {
                     continue
                 }
                 Err(e) => {
-                    // Out of descriptors or memory: leave the backlog for the next tick.
-                    eprintln!("firehose: accept failed: {e}; retrying shortly");
+                    // Out of descriptors or memory: leave the backlog for the next tick,
+                    // and say so now and then, not at every retry.
+                    if let Some(n) = self.accept_log.due(1, Instant::now(), ACCEPT_LOG_EVERY) {
+                        eprintln!(
+                            "firehose: accept failed: {e}; retrying every {TICK:?} ({n} failed since the last report; raise `ulimit -n` or lower --max-connections)"
+                        );
+                    }
                     self.accept_again = true;
                     return;
                 }
@@ -1122,6 +1127,29 @@ impl EventLoop {
     }
 }
 
+/// Counts occurrences of something worth a log line, and says when the line is due: at
+/// the first, then at most once per interval, with the count since the last line.
+#[derive(Default)]
+struct Throttle {
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Throttle {
+    /// Adds `n`; returns the count to report if a line is due at `now`.
+    fn due(&mut self, n: u64, now: Instant, every: Duration) -> Option<u64> {
+        self.unlogged += n;
+        if self
+            .logged_at
+            .is_some_and(|t| now.duration_since(t) < every)
+        {
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 /// Answers a connection the server will not keep, then drops it. The answer is followed
 /// by a FIN at once (`shutdown`), and what the client sent is read (up to 64 KiB): closing
 /// a socket with unread input sends a reset, and a client that gets the reset before the
@@ -1359,5 +1387,23 @@ fn queued(conn: &mut Connection, key: usize, dirty: &mut Vec<usize>, now: Instan
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_reports_the_first_then_the_count_once_per_interval() {
+        let mut t = Throttle::default();
+        let start = Instant::now();
+        let every = Duration::from_secs(10);
+        assert_eq!(t.due(1, start, every), Some(1));
+        assert_eq!(t.due(2, start + Duration::from_secs(3), every), None);
+        assert_eq!(t.due(4, start + Duration::from_secs(9), every), None);
+        assert_eq!(t.due(1, start + every, every), Some(7));
+        assert_eq!(t.due(5, start + every, every), None);
+        assert_eq!(t.due(0, start + 2 * every, every), Some(5));
     }
 }

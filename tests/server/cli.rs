@@ -1,7 +1,7 @@
 //! The `firehose` binary: help, flag errors, serve → SIGTERM → clients closed with 1001,
 //! and `firehose stress` (passing, reproducible, and failing its checks).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -113,11 +113,16 @@ impl Drop for Served {
 /// `firehose serve --port 0 --io-threads 1 --no-pin` with `args`, once it listens; its
 /// stderr is piped.
 fn serve_child(name: &str, args: &[&str]) -> (Served, SocketAddr) {
+    serve_child_in(firehose(), name, args)
+}
+
+/// [`serve_child`] with `command` running the binary (e.g. through a shell).
+fn serve_child_in(mut command: Command, name: &str, args: &[&str]) -> (Served, SocketAddr) {
     let dir = std::env::temp_dir().join(format!("firehose-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let addr_file = dir.join("addr");
     let _ = std::fs::remove_file(&addr_file);
-    let child = firehose()
+    let child = command
         .args(["serve", "--port", "0", "--io-threads", "1", "--no-pin"])
         .args(args)
         .arg("--addr-file")
@@ -175,6 +180,37 @@ fn serve_answers_and_sigterm_closes_clients_with_going_away() {
         (1001, "server shutting down; last_id=0".into())
     );
     assert!(child.wait().unwrap().success(), "exit 0 after SIGTERM");
+}
+
+/// Out of descriptors, the server cannot accept its backlog and retries every tick; it
+/// says so once, not once per try (about 13 lines a second before).
+#[test]
+fn accept_failures_are_reported_once_not_per_retry() {
+    // The shell lowers the limit (soft and hard) and then becomes the server.
+    let mut under_limit = Command::new("sh");
+    under_limit.args([
+        "-c",
+        r#"ulimit -n 64 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_firehose"),
+    ]);
+    let (mut served, addr) = serve_child_in(under_limit, "emfile", &[]);
+    let child = &mut served.0;
+    let clients: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    drop(clients);
+    signal(child, "-TERM");
+    let status = exits_within(child, Duration::from_secs(10));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{err}");
+    let reports: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{err}");
+    assert!(reports[0].contains("Too many open files"), "{err}");
 }
 
 /// The first signal drains for up to --drain-timeout; a second one closes every
