@@ -83,12 +83,13 @@ pub fn parse_publish_body(body: &[u8], max_events: usize) -> Result<Vec<Event>, 
         .enumerate()
         .map(|(index, w)| {
             if w.op.is_some() || w.reference.is_some() {
-                return Err(EventError::Shape(
+                Err(EventError::Shape(
                     "`op` and `ref` belong to WebSocket messages, not to POST /publish".into(),
-                )
-                .at(index, len));
+                ))
+            } else {
+                w.into_event()
             }
-            w.into_event().map_err(|e| e.at(index, len))
+            .map_err(|e| e.at(index, len))
         })
         .collect()
 }

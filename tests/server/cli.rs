@@ -168,6 +168,21 @@ fn exits_within(child: &mut std::process::Child, within: Duration) -> Option<Exi
     }
 }
 
+/// Waits up to `within` for the child to exit, kills it if it has not (status `None`),
+/// and returns the status with everything it wrote on stderr (piped).
+fn finish(child: &mut std::process::Child, within: Duration) -> (Option<ExitStatus>, String) {
+    let status = exits_within(child, within);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    }
+    (status, err)
+}
+
 #[test]
 fn serve_answers_and_sigterm_closes_clients_with_going_away() {
     let (mut served, addr) = serve_child("cli", &[]);
@@ -201,9 +216,7 @@ fn accept_failures_are_reported_once_not_per_retry() {
     std::thread::sleep(Duration::from_secs(3));
     drop(clients);
     signal(child, "-TERM");
-    let status = exits_within(child, Duration::from_secs(10));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = finish(child, Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{err}");
     let reports: Vec<&str> = err
         .lines()
@@ -242,12 +255,7 @@ fn a_second_signal_cuts_the_drain_short() {
         "the first signal drains: the stalled subscriber's queue holds it"
     );
     signal(child, "-INT");
-    let status = exits_within(child, Duration::from_secs(10));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = finish(child, Duration::from_secs(10));
     let status = status.unwrap_or_else(|| panic!("a second signal did not stop it: {err}"));
     assert!(status.success(), "{err}");
     assert!(err.contains("signal 2 during the drain"), "{err}");
@@ -266,13 +274,10 @@ fn serve_refuses_a_port_another_server_holds() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let Some(status) = exits_within(&mut second, Duration::from_secs(10)) else {
-        let _ = second.kill();
-        let _ = second.wait();
-        panic!("a second server started on port {port}, which the first holds");
+    let (status, err) = finish(&mut second, Duration::from_secs(10));
+    let Some(status) = status else {
+        panic!("a second server started on port {port}, which the first holds: {err}");
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"),
